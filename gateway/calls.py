@@ -1,0 +1,296 @@
+"""Tool calls: receive, decide, record — and read back, and record outcomes.
+
+These are the units of work the group commit runs (``work(conn, audit)``). Each validates and
+raises its ``DomainError`` before writing, then writes the state change and its audit events in
+the same transaction (security.md §4.1). The policy sees the raw arguments; only the redacted
+copy and an HMAC fingerprint of the raw ones are ever stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import rfc8785
+from sqlalchemy import Connection, insert, select, update
+
+from callgate.redaction import redact
+from gateway.audit import Actor, AuditBatch
+from gateway.auth import authenticate, require_agent
+from gateway.expiry import effective_status
+from gateway.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from gateway.keys import ParsedKey, Principal
+from gateway.models import ToolCall
+from gateway.policy_store import ActivePolicy
+
+STATUS_BY_ACTION = {"allow": "allowed", "block": "blocked", "require_approval": "pending"}
+RUNNABLE_STATUSES = frozenset({"allowed", "approved", "running"})
+OUTCOME_STATUSES = frozenset({"succeeded", "failed"})
+
+
+def _dumps(value: Any) -> str:
+    return rfc8785.dumps(value).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCall:
+    """A validated ``POST /v1/calls`` body, prepared outside the writer thread."""
+
+    id: str
+    tool: str
+    raw_args: dict[str, Any]
+    args_json: str  # redacted, canonical
+    args_fp: str
+    redactions: list[list[str]]
+    declared_agent: str | None
+    session_id: str | None
+    framework: str | None
+    metadata_json: str  # redacted, canonical
+    fail_open: bool
+    fingerprint: str
+
+
+def prepare_call(body: dict[str, Any], *, secret: bytes, max_args_bytes: int) -> IncomingCall:
+    """Redact, canonicalize, size-check and fingerprint a validated request body."""
+    raw_args = body["args"]
+    redacted = redact(raw_args)
+    args_json = _dumps(redacted.value)
+    if len(args_json.encode()) > max_args_bytes:
+        raise PayloadTooLarge(
+            f"tool arguments are {len(args_json.encode())} bytes after redaction; the limit is {max_args_bytes} "
+            "(pass a reference, not a blob)",
+            code="arguments_too_large",
+            limit_bytes=max_args_bytes,
+        )
+    args_fp = hmac.new(secret, rfc8785.dumps(raw_args), hashlib.sha256).hexdigest()
+    metadata_json = _dumps(redact(body.get("metadata") or {}).value)
+    identity = {
+        "tool": body["tool"],
+        "args_fp": args_fp,
+        "session_id": body.get("session_id"),
+        "framework": body.get("framework"),
+        "metadata": metadata_json,
+        "fail_open": bool(body.get("fail_open", False)),
+    }
+    return IncomingCall(
+        id=body["id"].lower(),
+        tool=body["tool"],
+        raw_args=raw_args,
+        args_json=args_json,
+        args_fp=args_fp,
+        redactions=[[pointer, rule] for pointer, rule in redacted.report],
+        declared_agent=body.get("agent"),
+        session_id=body.get("session_id"),
+        framework=body.get("framework"),
+        metadata_json=metadata_json,
+        fail_open=identity["fail_open"],
+        fingerprint=hashlib.sha256(rfc8785.dumps(identity)).hexdigest(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CallView:
+    """What the API answers about a call."""
+
+    row: dict[str, Any]
+    created: bool = False
+
+    def decision_body(self) -> dict[str, Any]:
+        r = self.row
+        return {
+            "call_id": r["id"],
+            "decision": r["decision"],
+            "status": effective_status(r["status"], r["expires_at"]),
+            "reason": r["reason"],
+            "rule": r["rule"],
+            "policy_version": r["policy_version"],
+            "expires_at": _iso(r["expires_at"]),
+        }
+
+    def detail_body(self) -> dict[str, Any]:
+        r = self.row
+        body = self.decision_body()
+        body.update(
+            tool=r["tool"],
+            agent=r["agent"],
+            session_id=r["session_id"],
+            framework=r["framework"],
+            args=json.loads(r["args"]),
+            redactions=json.loads(r["redactions"]),
+            fail_open=bool(r["fail_open"]),
+            created_at=_iso(r["created_at"]),
+            decided_at=_iso(r["decided_at"]),
+            decided_by=r["decided_by"],
+            comment=r["comment"],
+            outcome=None
+            if r["outcome_status"] is None
+            else {"status": r["outcome_status"], "error": r["outcome_error"], "duration_ms": r["duration_ms"],
+                  "recorded_at": _iso(r["outcome_at"])},
+        )
+        return body
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _load(conn: Connection, call_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(ToolCall.__table__).where(ToolCall.id == call_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def submit_call(
+    conn: Connection, audit: AuditBatch, *, incoming: IncomingCall, key: ParsedKey | None, pepper: bytes,
+    policy: ActivePolicy,
+) -> CallView:
+    """Authenticate, then either replay the existing call with this id or decide and record it."""
+    principal = authenticate(conn, key, pepper=pepper)
+    agent = require_agent(principal)
+    if incoming.declared_agent is not None and incoming.declared_agent != agent:
+        raise Forbidden(
+            f"body says agent {incoming.declared_agent!r} but the API key belongs to agent {agent!r}",
+            code="agent_mismatch",
+        )
+    existing = _load(conn, incoming.id)
+    if existing is not None:
+        if existing["agent"] != agent or existing["fingerprint"] != incoming.fingerprint:
+            raise Unprocessable(
+                f"call id {incoming.id} was already used with a different request; make a new id per logical call",
+                code="idempotency_key_reused",
+            )
+        return CallView(existing)
+
+    decision = policy.compiled.decide(incoming.tool, incoming.raw_args, agent=agent)
+    action = str(decision.action.value if hasattr(decision.action, "value") else decision.action)
+    now = datetime.now(UTC)
+    status = STATUS_BY_ACTION[action]
+    expires_at = now + timedelta(seconds=decision.approval_timeout_s) if action == "require_approval" else None
+    if incoming.fail_open:
+        # The tool already ran while the gateway was unreachable: record what happened and what the
+        # policy would have said, so operators can alert on violations.
+        status = "fail_open"
+        expires_at = None
+    row = {
+        "id": incoming.id,
+        "agent": agent,
+        "tool": incoming.tool,
+        "args": incoming.args_json,
+        "args_fp": incoming.args_fp,
+        "redactions": json.dumps(incoming.redactions),
+        "session_id": incoming.session_id,
+        "framework": incoming.framework,
+        "metadata": incoming.metadata_json,
+        "fingerprint": incoming.fingerprint,
+        "fail_open": incoming.fail_open,
+        "decision": action,
+        "status": status,
+        "reason": decision.reason,
+        "rule": decision.rule,
+        "policy_version": policy.version,
+        "created_at": now,
+        "expires_at": expires_at,
+        "decided_at": None if action == "require_approval" else now,
+        "decided_by": None,
+        "comment": None,
+        "outcome_status": None,
+        "outcome_error": None,
+        "duration_ms": None,
+        "outcome_at": None,
+        "outcome_fingerprint": None,
+    }
+    conn.execute(insert(ToolCall.__table__).values(row))
+    actor = Actor("agent_key", principal.key_id)
+    audit.add(
+        "tool_call.received",
+        actor,
+        {
+            "tool": incoming.tool,
+            "args": json.loads(incoming.args_json),
+            "args_hmac": incoming.args_fp,
+            "redactions": incoming.redactions,
+            "agent": agent,
+            "session_id": incoming.session_id,
+            "framework": incoming.framework,
+            "metadata": json.loads(incoming.metadata_json),
+        },
+        incoming.id,
+    )
+    audit.add(
+        "policy.evaluated",
+        actor,
+        {"decision": action, "rule": decision.rule, "reason": decision.reason, "policy_version": policy.version},
+        incoming.id,
+    )
+    if incoming.fail_open:
+        audit.add("sdk.fail_open_execution", actor, {"policy_violation": action != "allow"}, incoming.id)
+    elif action == "require_approval":
+        audit.add("approval.requested", actor, {"expires_at": _iso(expires_at)}, incoming.id)
+    return CallView(row, created=True)
+
+
+def read_call(conn: Connection, *, call_id: str, key: ParsedKey | None, pepper: bytes) -> CallView:
+    """A call as its agent (or an admin key) may see it; other agents' calls are 404, not 403."""
+    principal = authenticate(conn, key, pepper=pepper, touch=False)
+    row = _load(conn, call_id)
+    if row is None or not _may_read(principal, row):
+        raise NotFound(f"no call {call_id}")
+    return CallView(row)
+
+
+def _may_read(principal: Principal, row: dict[str, Any]) -> bool:
+    return principal.kind == "admin" or row["agent"] == principal.agent
+
+
+def record_outcome(
+    conn: Connection, audit: AuditBatch, *, call_id: str, body: dict[str, Any], key: ParsedKey | None, pepper: bytes
+) -> CallView:
+    """Record how the tool run ended; idempotent per call (same payload → same answer)."""
+    principal = authenticate(conn, key, pepper=pepper)
+    agent = require_agent(principal)
+    row = _load(conn, call_id)
+    if row is None or row["agent"] != agent:
+        raise NotFound(f"no call {call_id}")
+    fingerprint = hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+    if row["outcome_fingerprint"] is not None:
+        if row["outcome_fingerprint"] == fingerprint:
+            return CallView(row)
+        raise Conflict(f"call {call_id} already has a different outcome", code="outcome_already_recorded")
+    status_now = effective_status(row["status"], row["expires_at"])
+    if status_now not in RUNNABLE_STATUSES and status_now != "fail_open":
+        raise Conflict(
+            f"call {call_id} is {status_now}; only an allowed or approved call can have an outcome",
+            code="not_runnable",
+        )
+    now = datetime.now(UTC)
+    status = body["status"]
+    changes = {
+        "status": status if row["status"] != "fail_open" else "fail_open",
+        "outcome_status": status,
+        "outcome_error": body.get("error"),
+        "duration_ms": body.get("duration_ms"),
+        "outcome_at": now,
+        "outcome_fingerprint": fingerprint,
+    }
+    result = conn.execute(
+        update(ToolCall.__table__)
+        .where(ToolCall.id == call_id, ToolCall.outcome_fingerprint.is_(None))
+        .values(changes)
+    )
+    if result.rowcount != 1:  # another process recorded an outcome between our read and update
+        raise Conflict(f"call {call_id} already has an outcome", code="outcome_already_recorded")
+    audit.add(
+        "tool.outcome",
+        Actor("agent_key", principal.key_id),
+        {"status": status, "error": body.get("error"), "duration_ms": body.get("duration_ms")},
+        call_id,
+    )
+    row.update(changes)
+    return CallView(row)

@@ -1,0 +1,345 @@
+"""The ``callgate`` command: run the gateway and administer it from the server host."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import Engine, func, select
+
+from gateway.config import Settings, settings_help
+
+EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2
+
+
+def _operator() -> Any:
+    from gateway.audit import Actor
+
+    return Actor("operator", f"{getpass.getuser()}@{socket.gethostname()}")
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    base: Settings = ctx.obj
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if not values:
+        return base
+    # Explicit options win over CALLGATE_* variables; everything else still comes from the environment.
+    return Settings(**values)
+
+
+def _engine(settings: Settings) -> Engine:
+    from gateway.db import make_engine
+
+    return make_engine(settings.resolved_database_url(), writer=True)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
+    epilog="Configuration (environment variables):\n\n\b\n" + settings_help(),
+)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """callgate: a self-hosted gateway between AI agents and their tools."""
+    try:
+        ctx.obj = Settings()
+    except Exception as exc:  # pydantic ValidationError: name the variable
+        _fail(f"invalid configuration: {exc}")
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (CALLGATE_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (CALLGATE_PORT, default 8080; 0 picks a free one).")
+@click.option("--policies", type=click.Path(path_type=Path), default=None, help="Policy YAML file or folder.")
+@click.option("--workers", type=int, default=None, help="Worker processes (CALLGATE_WORKERS, default 1).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, policies: Path | None, workers: int | None) -> None:
+    """Migrate the database, then run the gateway and console."""
+    import uvicorn
+
+    settings = _settings(ctx, host=host, port=port, policies=policies, workers=workers)
+    _check_policies(settings)
+    from gateway.migrate import upgrade
+
+    upgrade(settings.resolved_database_url(), app_role=settings.db_app_role)
+    _bootstrap(settings)
+    # Workers build their settings from the environment, so hand them the command-line options.
+    for name, value in {"host": host, "port": port, "workers": workers}.items():
+        if value is not None:
+            os.environ[f"CALLGATE_{name.upper()}"] = str(value)
+    if settings.policies is not None:
+        os.environ["CALLGATE_POLICIES"] = str(settings.policies.resolve())
+    os.environ["CALLGATE_DATA_DIR"] = str(settings.data_dir.resolve())
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="callgate-metrics-")
+    click.echo(f"callgate gateway on http://{settings.host}:{settings.port} ({settings.workers} worker(s))", err=True)
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+def _check_policies(settings: Settings) -> None:
+    import policies
+    from gateway.policy_store import compile_sources, read_sources
+
+    try:
+        compile_sources(read_sources(settings.policies))
+    except policies.PolicyError as exc:
+        _fail(f"invalid policy:\n{exc}")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read policies: {exc}")
+
+
+def _bootstrap(settings: Settings) -> None:
+    """First run: create an admin user and an agent key, and print them once."""
+    from gateway.audit import SYSTEM
+    from gateway.key_admin import create_key
+    from gateway.models import ApiKey, User
+    from gateway.users import create_user
+
+    engine = _engine(settings)
+    try:
+        with engine.begin() as conn:
+            if conn.execute(select(func.count()).select_from(User)).scalar() or conn.execute(
+                select(func.count()).select_from(ApiKey)
+            ).scalar():
+                return
+            password = secrets.token_urlsafe(18)
+            create_user(conn, username="admin", password=password, role="admin", env=settings.env, actor=SYSTEM)
+            key = create_key(conn, kind="agent", agent="default", name="first-run key",
+                             pepper=settings.resolved_secret_key(), actor=SYSTEM)
+    finally:
+        engine.dispose()
+    click.echo(
+        "\nFirst run: created credentials. They are shown ONCE; store them now.\n"
+        f"  console login : admin / {password}\n"
+        f"  agent API key : {key.key}   (agent 'default')\n"
+        f"  agent setup   : export CALLGATE_URL=http://{settings.host}:{settings.port} CALLGATE_API_KEY={key.key}\n",
+        err=True,
+    )
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Apply database migrations (idempotent)."""
+    from gateway.migrate import upgrade
+
+    settings = _settings(ctx)
+    upgrade(settings.resolved_database_url(), app_role=settings.db_app_role)
+    click.echo("database is at the newest schema", err=True)
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.option("--agent", help="Agent name the key acts as (required for agent keys).")
+@click.option("--scope", type=click.Choice(["agent", "admin"]), default="agent", show_default=True)
+@click.option("--name", default="", help="A label for the key.")
+@click.pass_context
+def keys_create(ctx: click.Context, agent: str | None, scope: str, name: str) -> None:
+    """Create a key. The key is printed alone on the last line of stdout, once; only its hash is stored."""
+    from gateway.errors import DomainError
+    from gateway.key_admin import create_key
+
+    settings = _settings(ctx)
+    engine = _engine(settings)
+    try:
+        with engine.begin() as conn:
+            created = create_key(conn, kind=scope, agent=agent, name=name, pepper=settings.resolved_secret_key(),  # type: ignore[arg-type]
+                                 actor=_operator())
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        engine.dispose()
+    click.echo(f"created {created.kind} key {created.key_id}" + (f" for agent {created.agent}" if created.agent else ""),
+               err=True)
+    click.echo(created.key)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@click.pass_context
+def keys_list(ctx: click.Context, as_json: bool) -> None:
+    """List keys (ids and metadata only; secrets are never shown again)."""
+    from gateway.key_admin import list_keys
+
+    engine = _engine(_settings(ctx))
+    with engine.connect() as conn:
+        rows = list_keys(conn)
+    engine.dispose()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str))
+        return
+    click.echo(f"{'KEY ID':<14}{'KIND':<7}{'AGENT':<20}{'NAME':<24}{'CREATED':<22}{'REVOKED'}")
+    for r in rows:
+        click.echo(f"{r['key_id']:<14}{r['kind']:<7}{str(r['agent'] or '-'):<20}{str(r['name'])[:23]:<24}"
+                   f"{str(r['created_at'])[:19]:<22}{str(r['revoked_at'])[:19] if r['revoked_at'] else '-'}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str) -> None:
+    """Revoke a key by its id; it is refused from the next request on."""
+    from gateway.errors import DomainError
+    from gateway.key_admin import revoke_key
+
+    engine = _engine(_settings(ctx))
+    try:
+        with engine.begin() as conn:
+            revoke_key(conn, key_id=key_id, actor=_operator())
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        engine.dispose()
+    click.echo(f"revoked {key_id}", err=True)
+
+
+# -- users -----------------------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """Manage console users."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["admin", "reviewer", "viewer"]), default="reviewer", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of generating one.")
+@click.pass_context
+def users_create(ctx: click.Context, username: str, role: str, password_stdin: bool) -> None:
+    """Create a console user; a generated password is printed once on stdout."""
+    from gateway.errors import DomainError
+    from gateway.users import create_user
+
+    settings = _settings(ctx)
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(18)
+    engine = _engine(settings)
+    try:
+        with engine.begin() as conn:
+            create_user(conn, username=username, password=password, role=role, env=settings.env, actor=_operator())
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        engine.dispose()
+    click.echo(f"created {role} {username}", err=True)
+    if not password_stdin:
+        click.echo(password)
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """Verify and export the tamper-evident audit log."""
+
+
+@audit.command("verify")
+@click.option("--file", "export_file", type=click.File("r"), help="Verify an `audit export` file instead of the database.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+@click.option("--batch", type=click.IntRange(100, 100_000), default=5000, show_default=True)
+@click.pass_context
+def audit_verify(ctx: click.Context, export_file: Any, as_json: bool, batch: int) -> None:
+    """Check every event's hash and link. Exit 0 intact, 1 tampered (first bad row named), 2 usage/IO error."""
+    from gateway.audit import rows_from_export, stream_rows, verify_rows
+
+    try:
+        if export_file is not None:
+            result = verify_rows(rows_from_export(export_file))
+        else:
+            engine = _engine(_settings(ctx))
+            try:
+                with engine.connect() as conn:
+                    result = verify_rows(stream_rows(conn, batch=batch))
+            finally:
+                engine.dispose()
+    except (OSError, ValueError, KeyError) as exc:
+        _fail(f"cannot read the audit log: {exc}")
+    except Exception as exc:  # noqa: BLE001 - database errors are usage/IO errors here
+        _fail(f"cannot read the audit log: {type(exc).__name__}: {exc}")
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+    elif result.ok:
+        click.echo(f"audit log intact: {result.events} events, head seq {result.head_seq} hash {result.head_hash}")
+    else:
+        click.echo(f"audit log TAMPERED at seq {result.first_bad_seq}: {result.reason}: {result.detail}")
+    raise SystemExit(EXIT_OK if result.ok else EXIT_TAMPERED)
+
+
+@audit.command("export")
+@click.option("--from-seq", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--to-seq", type=click.IntRange(1), default=None)
+@click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default stdout).")
+@click.pass_context
+def audit_export(ctx: click.Context, from_seq: int, to_seq: int | None, output: Any) -> None:
+    """Write events as JSON lines with their exact canonical text and hashes (verifiable offline)."""
+    from gateway.audit import export_line, stream_rows
+
+    engine = _engine(_settings(ctx))
+    try:
+        with engine.connect() as conn:
+            for row in stream_rows(conn, from_seq=from_seq, to_seq=to_seq):
+                output.write(export_line(row) + "\n")
+    finally:
+        engine.dispose()
+
+
+# -- policies --------------------------------------------------------------------------------
+
+
+@main.group("policies")
+def policies_group() -> None:
+    """Validate and test policy files."""
+
+
+@policies_group.command("check")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+def policies_check(path: Path) -> None:
+    """Validate policy files and run their `tests:` section. Exit 0 ok, 1 test failures, 2 invalid."""
+    import policies
+    from gateway.policy_store import read_sources
+
+    try:
+        policy_set = policies.load_policy_sources(read_sources(path))
+        compiled = policies.compile_policy(policy_set)
+    except policies.PolicyError as exc:
+        _fail(f"invalid policy:\n{exc}")
+    failures = policies.run_policy_tests(policy_set)
+    for failure in failures:
+        click.echo(f"FAIL {failure}")
+    click.echo(f"policy {compiled.digest[:12]}: {len(failures)} failing test(s)", err=True)
+    raise SystemExit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

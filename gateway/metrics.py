@@ -1,0 +1,40 @@
+"""Prometheus metrics, on a registry owned by each app (so tests can build many apps).
+
+With several ``callgate serve`` workers, ``PROMETHEUS_MULTIPROC_DIR`` is set by the CLI and
+``/metrics`` aggregates every worker's files.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = Counter(
+            "callgate_decisions_total", "Tool-call decisions by tool and decision.", ["tool", "decision"],
+            registry=self.registry,
+        )
+        self.decision_seconds = Histogram(
+            "callgate_decision_seconds", "Time from request received to decision committed.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.commit_batch = Histogram(
+            "callgate_commit_batch_size", "Units of work per group commit.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
+        )
+        self.outcomes = Counter(
+            "callgate_outcomes_total", "Tool outcomes reported by agents.", ["tool", "status"], registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

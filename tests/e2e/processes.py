@@ -1,0 +1,78 @@
+"""Run the real ``callgate`` command as a user would: CLI subprocesses and a served gateway."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+CALLGATE = [sys.executable, "-m", "gateway.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(env: dict[str, str], *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*CALLGATE, *args], env={**os.environ, **env}, capture_output=True, text=True, input=input, timeout=120
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"callgate {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@dataclass
+class Served:
+    url: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def serve(env: dict[str, str], workdir: Path, *args: str, port: int | None = None, ready_timeout: float = 60) -> Iterator[Served]:
+    """Start ``callgate serve`` on an ephemeral port and wait until /readyz answers."""
+    port = port or free_port()
+    log_path = workdir / f"serve-{port}.log"
+    log_file = log_path.open("w")
+    process = subprocess.Popen(
+        [*CALLGATE, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+        env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT, text=True, cwd=workdir,
+    )
+    served = Served(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"callgate serve exited {process.returncode}:\n{served.log()}")
+            try:
+                with urllib.request.urlopen(served.url + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"callgate serve not ready after {ready_timeout}s:\n{served.log()}")
+            time.sleep(0.1)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        log_file.close()
