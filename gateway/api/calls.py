@@ -55,7 +55,8 @@ async def _strict_body(request: Request, model: type[BaseModel]) -> dict[str, An
     try:
         model.model_validate(data, strict=True)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_input=False, include_url=False)) from None
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False, include_url=False)]
+        raise RequestValidationError(errors) from None
     if not isinstance(data, dict):  # model_validate already refused non-objects; keeps typing honest
         raise RequestValidationError([])
     return data
