@@ -1,0 +1,108 @@
+"""The group commit: batching, isolation of failing units, durability of answers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Connection, Engine, func, select, text
+
+from gateway.audit import SYSTEM, AuditBatch, stream_rows, verify_rows
+from gateway.commit_queue import CommitQueue
+from gateway.db import make_engine
+from gateway.errors import Conflict
+from gateway.models import AuditEvent, PolicyVersion
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = make_engine(database_url, writer=True)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def queue(engine: Engine) -> Iterator[CommitQueue]:
+    q = CommitQueue(engine, batch_max=64)
+    q.start()
+    yield q
+    q.stop()
+
+
+def insert_version(n: int):  # type: ignore[no-untyped-def]
+    def work(conn: Connection, audit: AuditBatch) -> int:
+        conn.execute(
+            text("INSERT INTO policy_version (digest, sources, created_at) VALUES (:d, '[]', CURRENT_TIMESTAMP)"),
+            {"d": f"d{n}"},
+        )
+        audit.add("test.unit", SYSTEM, {"n": n})
+        return n
+
+    return work
+
+
+def count(engine: Engine, model: type) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+class TestCommitQueue:
+    def test_concurrent_units_are_all_committed_and_chained(self, queue: CommitQueue, engine: Engine) -> None:
+        """Units submitted from many threads all commit, with one audit event each, in one valid chain."""
+        results: list[int] = []
+        lock = threading.Lock()
+
+        def submit(start: int) -> None:
+            for i in range(start, start + 50):
+                value = queue.run_sync(insert_version(i))
+                with lock:
+                    results.append(value)
+
+        threads = [threading.Thread(target=submit, args=(k * 50,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == list(range(400))
+        assert count(engine, PolicyVersion) == 400
+        with engine.connect() as conn:
+            result = verify_rows(stream_rows(conn))
+        assert result.ok and result.events == 400
+
+    def test_domain_error_discards_only_that_units_events(self, queue: CommitQueue, engine: Engine) -> None:
+        """A unit that refuses (4xx) leaves no audit event; its batch neighbours commit."""
+
+        def refuse(conn: Connection, audit: AuditBatch) -> None:
+            audit.add("test.refused", SYSTEM, {})
+            raise Conflict("no")
+
+        futures = [queue.submit(insert_version(1)), queue.submit(refuse), queue.submit(insert_version(2))]
+        assert futures[0].result(10) == 1
+        with pytest.raises(Conflict):
+            futures[1].result(10)
+        assert futures[2].result(10) == 2
+        with engine.connect() as conn:
+            types = [t for (t,) in conn.execute(select(AuditEvent.event_type))]
+        assert types == ["test.unit", "test.unit"]
+
+    def test_database_error_fails_only_the_bad_unit(self, queue: CommitQueue, engine: Engine) -> None:
+        """A unit whose SQL fails is retried alone; the others in its batch still commit."""
+        futures = [queue.submit(insert_version(i)) for i in (1, 2, 1, 3)]  # the second d1 violates UNIQUE
+        outcomes = []
+        for f in futures:
+            try:
+                outcomes.append(f.result(10))
+            except Exception as exc:  # noqa: BLE001
+                outcomes.append(type(exc).__name__)
+        assert outcomes[0] == 1 and outcomes[1] == 2 and outcomes[3] == 3
+        assert outcomes[2] == "IntegrityError"
+        assert count(engine, PolicyVersion) == 3
+        with engine.connect() as conn:
+            assert verify_rows(stream_rows(conn)).events == 3
+
+    def test_stopped_queue_refuses_work(self, engine: Engine) -> None:
+        """Work submitted to a queue that is not running fails at once instead of hanging."""
+        q = CommitQueue(engine)
+        with pytest.raises(RuntimeError):
+            q.run_sync(insert_version(1), timeout=1)
