@@ -19,7 +19,7 @@ from typing import Any
 import rfc8785
 from sqlalchemy import Connection, insert, select, text
 
-from callgate._uuid import uuid7
+from callgate.ids import uuid7
 from gateway.models import AuditEvent
 
 GENESIS_HASH = b"\x00" * 32
@@ -85,7 +85,7 @@ class AuditBatch:
         recorded_at = utc_now_rfc3339()
         for event in self.events:
             seq += 1
-            event_id = str(uuid7())
+            event_id = uuid7()
             record = {
                 "v": RECORD_VERSION,
                 "seq": seq,

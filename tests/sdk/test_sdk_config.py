@@ -61,7 +61,7 @@ class TestPackage:
     def test_all_pinned(self) -> None:
         """The public surface is exactly __all__ (sorted), like httpx pins its own."""
         public = sorted(n for n in vars(callgate) if not n.startswith("_") and n not in {
-            "errors", "integrations", "redaction", "annotations"})
+            "errors", "ids", "integrations", "redaction", "annotations"})
         assert callgate.__all__ == sorted(callgate.__all__) == public
 
     def test_import_is_light(self) -> None:

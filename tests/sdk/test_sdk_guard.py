@@ -247,7 +247,7 @@ class TestFailureModes:
         t0 = time.monotonic()
         with pytest.raises(callgate.GatewayUnavailable):
             callgate.check_call("t", {})
-        assert time.monotonic() - t0 < 1.6
+        assert time.monotonic() - t0 < 3.0
 
     def test_fail_open_runs_spools_and_uploads(self, gateway: FakeGateway, dead_url: str, tmp_path: Any) -> None:
         """fail_open tool runs while the gateway is down, is spooled, and uploaded later with the same id."""

@@ -1,0 +1,53 @@
+"""callgate: check every AI-agent tool call against your gateway's policies.
+
+::
+
+    import callgate
+    callgate.configure()            # CALLGATE_URL, CALLGATE_API_KEY, CALLGATE_AGENT
+
+    @callgate.guard(name="stripe.refund")
+    def refund(customer_id: str, amount: int) -> str: ...
+
+    with callgate.session("conversation-42"):
+        refund("cus_1", 300)        # allowed, blocked (CallBlocked) or held for a human
+
+Fail closed by default: without a decision from the gateway the tool does not run.
+Import cost is kept minimal (no asyncio, no ssl, no wrapt until first needed).
+"""
+
+from __future__ import annotations
+
+from ._config import configure, flush, is_configured, reset
+from ._context import current_session, session
+from ._guard import Permit, acheck_call, check_call, guard
+from .errors import (
+    ApprovalDenied,
+    ApprovalExpired,
+    CallBlocked,
+    CallgateError,
+    ConfigurationError,
+    GatewayRejected,
+    GatewayUnavailable,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApprovalDenied",
+    "ApprovalExpired",
+    "CallBlocked",
+    "CallgateError",
+    "ConfigurationError",
+    "GatewayRejected",
+    "GatewayUnavailable",
+    "Permit",
+    "acheck_call",
+    "check_call",
+    "configure",
+    "current_session",
+    "flush",
+    "guard",
+    "is_configured",
+    "reset",
+    "session",
+]

@@ -1,11 +1,11 @@
-"""Tests for callgate._uuid7."""
+"""Tests for callgate.ids."""
 
 from __future__ import annotations
 
 import time
 import uuid
 
-from callgate._uuid7 import uuid7
+from callgate.ids import uuid7
 
 
 class TestUuid7:

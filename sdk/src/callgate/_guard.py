@@ -1,0 +1,479 @@
+"""The single enforcement path: ``check_call`` / ``acheck_call``, and ``guard``.
+
+Every guard (and, later, every framework integration) goes through :func:`check_call`:
+
+1. make the call id (UUIDv7) once; every retry and the long-poll reuse it;
+2. make the arguments JSON-safe and redact them (``callgate.redaction``) before they
+   leave the process;
+3. ``POST /v1/calls``: allow -> :class:`Permit`; block -> :class:`CallBlocked`;
+   require_approval -> long-poll ``GET /v1/calls/{id}?wait=25`` until approved (Permit),
+   denied (:class:`ApprovalDenied`), expired or ``approval_timeout`` (:class:`ApprovalExpired`);
+4. no decision (gateway unreachable) -> :class:`GatewayUnavailable`, unless the caller
+   opted into fail-open for a read-only tool: then the run is spooled durably first.
+
+Re-entrancy: an enforcer that has a permit and is about to invoke a callable that may
+itself be enforced (an integration calling a ``@guard``-ed tool function) wraps the
+invocation in :func:`permitted`; the inner enforcer calls :func:`take_pass` and skips a
+second check. The pass is consumed by the first enforcer entered, so anything the tool
+body calls (including itself, recursively) is checked again.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from ._args import bind_arguments, to_jsonable
+from ._client import raise_for_problem
+from ._config import Runtime, runtime
+from ._context import current_session
+from .ids import uuid7
+from .errors import (
+    ApprovalDenied,
+    ApprovalExpired,
+    CallBlocked,
+    CallgateError,
+    GatewayRejected,
+    GatewayUnavailable,
+)
+
+if TYPE_CHECKING:
+    from ._http import Response
+
+__all__ = ["Permit", "acheck_call", "already_checking", "check_call", "guard", "permitted", "take_pass"]
+
+log = logging.getLogger("callgate")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_MAX_ERROR = 4000
+_NO_REDACTOR: Any = object()
+_redactor: Any = None
+
+
+# -- re-entrancy ------------------------------------------------------------------------
+_PASS: contextvars.ContextVar[object | None] = contextvars.ContextVar("callgate_pass", default=None)
+
+
+def _target_key(target: Any) -> object:
+    """Identity of the code a callable runs: through wrapt proxies, __wrapped__, bound methods."""
+    seen = 0
+    while seen < 16:
+        seen += 1
+        func = getattr(target, "__func__", None)
+        if func is not None:
+            target = func
+            continue
+        inner = getattr(target, "__wrapped__", None)
+        if inner is not None:
+            target = inner
+            continue
+        break
+    return target
+
+
+@contextmanager
+def permitted(target: Any) -> Iterator[None]:
+    """Mark ``target`` as already checked for the invocation made inside this block."""
+    token = _PASS.set(_target_key(target))
+    try:
+        yield
+    finally:
+        _PASS.reset(token)
+
+
+def take_pass(target: Any) -> bool:
+    """Called by an enforcer on entry: True (skip the check) if an outer enforcer already
+    checked exactly this invocation. Always consumes the pass."""
+    current = _PASS.get()
+    if current is None:
+        return False
+    _PASS.set(None)
+    return current is _target_key(target)
+
+
+def already_checking(target: Any = None) -> bool:
+    """True while an outer enforcer's pass is pending (for ``target``, if given)."""
+    current = _PASS.get()
+    if current is None:
+        return False
+    return target is None or current is _target_key(target)
+
+
+# -- permits ----------------------------------------------------------------------------
+class Permit:
+    """Permission to run one call. Report how it went with :meth:`report` (or use it as a
+    context manager around the tool run); reports go out in the background."""
+
+    __slots__ = ("call_id", "tool", "decision", "status", "reason", "rule", "policy_version", "fail_open",
+                 "_runtime", "_started", "_reported")
+
+    def __init__(self, rt: Runtime, call_id: str, tool: str, data: Mapping[str, Any], *, fail_open: bool = False):
+        self._runtime = rt
+        self.call_id = call_id
+        self.tool = tool
+        self.decision: str = data.get("decision") or "allow"
+        self.status: str = data.get("status") or ("fail_open" if fail_open else "allowed")
+        self.reason: str | None = data.get("reason")
+        self.rule: str | None = data.get("rule")
+        self.policy_version: int | None = data.get("policy_version")
+        self.fail_open = fail_open
+        self._started = time.perf_counter()
+        self._reported = False
+
+    @property
+    def allowed(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        """Restart the duration clock (call right before the tool runs)."""
+        self._started = time.perf_counter()
+
+    def report(self, status: str = "succeeded", *, error: BaseException | str | None = None,
+               duration_ms: int | None = None) -> None:
+        """Queue the outcome (``succeeded``/``failed``). Never blocks, never raises; once only."""
+        if self._reported:
+            return
+        self._reported = True
+        try:
+            if duration_ms is None:
+                duration_ms = int((time.perf_counter() - self._started) * 1000)
+            payload = {"status": status, "error": _error_text(error, self._runtime), "duration_ms": duration_ms}
+            if self.fail_open:
+                self._runtime.reporter.spool_outcome(self.call_id, payload)
+            else:
+                self._runtime.reporter.submit_outcome(self.call_id, payload)
+        except Exception:  # noqa: BLE001 - reporting must never break the agent
+            log.exception("callgate: could not queue the outcome of %s", self.call_id)
+
+    def __enter__(self) -> Permit:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.report("failed" if exc is not None else "succeeded", error=exc)
+
+    def __repr__(self) -> str:
+        return f"<Permit {self.tool} {self.call_id} {self.status}{' fail_open' if self.fail_open else ''}>"
+
+
+def _error_text(error: BaseException | str | None, rt: Runtime) -> str | None:
+    if error is None:
+        return None
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    if len(text) > _MAX_ERROR:
+        text = text[:_MAX_ERROR] + "...[truncated]"
+    if rt.config.redact:
+        r = _get_redactor()
+        if r is not None:
+            try:
+                text = str(r(text).value)
+            except Exception:  # noqa: BLE001
+                text = type(error).__name__ if isinstance(error, BaseException) else "[unredactable error]"
+    return text
+
+
+def _get_redactor() -> Any:
+    global _redactor
+    if _redactor is None:
+        try:
+            from .redaction import redact
+        except ImportError:
+            log.warning("callgate: callgate.redaction is not available; arguments are sent unredacted")
+            _redactor = _NO_REDACTOR
+        else:
+            _redactor = redact
+    return None if _redactor is _NO_REDACTOR else _redactor
+
+
+# -- the enforcement path -----------------------------------------------------------------
+class _Call:
+    __slots__ = ("rt", "call_id", "tool", "body", "fail_open")
+
+    def __init__(self, rt: Runtime, tool: str, args: Any, framework: str | None, metadata: Mapping[str, Any] | None,
+                 session_id: str | None, fail_open: bool | None) -> None:
+        if not isinstance(tool, str) or not tool:
+            raise ValueError("tool name must be a non-empty string")
+        self.rt = rt
+        self.tool = tool
+        self.call_id = uuid7()
+        cfg = rt.config
+        safe = to_jsonable(args if args is not None else {})
+        if not isinstance(safe, dict):
+            safe = {"args": safe}
+        if cfg.redact:
+            redact = _get_redactor()
+            if redact is not None:
+                safe = redact(safe).value
+        body: dict[str, Any] = {"id": self.call_id, "tool": tool, "args": safe}
+        if cfg.agent:
+            body["agent"] = cfg.agent
+        sid = session_id if session_id is not None else current_session()
+        if sid is not None:
+            body["session_id"] = sid
+        if framework:
+            body["framework"] = framework
+        if metadata:
+            body["metadata"] = to_jsonable(dict(metadata))
+        body["fail_open"] = False
+        self.body = body
+        wants_open = fail_open if fail_open is not None else cfg.fail_mode == "open"
+        self.fail_open = wants_open and os.environ.get("CALLGATE_SDK_FORCE_FAIL_CLOSED", "") not in ("1", "true", "yes")
+
+    # interpretation shared by both drivers -----------------------------------------
+    def created(self, resp: Response) -> Permit | None:
+        """Interpret the POST answer: Permit, None (pending) or raise."""
+        raise_for_problem(resp, call_id=self.call_id, tool=self.tool)
+        if self.rt.reporter.spool_dirty:
+            self.rt.reporter.wake()  # the gateway answers again: upload the spool
+        return self.interpret(resp)
+
+    def interpret(self, resp: Response) -> Permit | None:
+        data = resp.json()
+        if not isinstance(data, dict) or not isinstance(data.get("status"), str):
+            raise GatewayUnavailable(f"malformed gateway answer (HTTP {resp.status})", call_id=self.call_id,
+                                     tool=self.tool)
+        status = data["status"]
+        if status in ("allowed", "approved"):
+            return Permit(self.rt, self.call_id, self.tool, data)
+        if status == "pending":
+            return None
+        if status == "blocked" or data.get("decision") == "block":
+            raise CallBlocked(data.get("reason"), data.get("rule"), self.call_id, self.tool,
+                              policy_version=data.get("policy_version"))
+        if status == "denied":
+            raise ApprovalDenied(data.get("comment") or data.get("reason"), call_id=self.call_id, tool=self.tool,
+                                 decided_by=data.get("decided_by"))
+        if status in ("expired", "cancelled"):
+            raise ApprovalExpired(data.get("reason") or status, call_id=self.call_id, tool=self.tool)
+        if status in ("succeeded", "failed", "running"):
+            raise GatewayRejected(409, "already_executed", f"call {self.call_id} already ran (status {status})",
+                                  call_id=self.call_id, tool=self.tool)
+        raise GatewayRejected(resp.status, "unknown_status", f"unknown call status {status!r}",
+                              call_id=self.call_id, tool=self.tool)
+
+    def fail_open_or_raise(self, exc: GatewayUnavailable) -> Permit:
+        if not (self.fail_open and exc.allows_fail_open):
+            raise exc
+        rec = {
+            "kind": "fail_open", "id": self.call_id, "tool": self.tool, "args": self.body["args"],
+            "agent": self.body.get("agent"), "session_id": self.body.get("session_id"),
+            "framework": self.body.get("framework"), "metadata": self.body.get("metadata"),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "reason": exc.reason,
+        }
+        try:
+            self.rt.spool.append(rec)  # durable BEFORE the tool runs: no unaudited execution
+        except OSError as e:
+            log.error("callgate: fail-open spool write failed (%s); failing closed", e)
+            raise exc from e
+        self.rt.reporter.mark_spooled()
+        log.warning("callgate: gateway unavailable (%s); running read-only tool %s fail-open as %s",
+                    exc.reason, self.tool, self.call_id)
+        return Permit(self.rt, self.call_id, self.tool, {"decision": "allow", "status": "fail_open"}, fail_open=True)
+
+    def wait_params(self, end: float) -> tuple[str, float, float]:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            raise ApprovalExpired(f"no decision within approval_timeout={self.rt.config.approval_timeout:g}s",
+                                  call_id=self.call_id, tool=self.tool)
+        # Never ask the gateway to hold longer than we will wait (floor), at least 1 s.
+        wait = max(1, min(self.rt.config.poll_wait, math.floor(remaining)))
+        # The long-poll read may legitimately take `wait` seconds: give it wait+5 (a little
+        # past `end` so the gateway's answer to the last poll can still arrive).
+        return f"/v1/calls/{self.call_id}?wait={wait}", wait + 5.0, min(end + 2.0, time.monotonic() + wait + 5.0)
+
+
+def _lost_backoff(failures: int) -> float:
+    import random
+
+    return random.uniform(0.0, min(2.0, 0.25 * 2**failures))
+
+
+def check_call(tool: str, args: Mapping[str, Any] | None = None, *, framework: str | None = None,
+               fail_open: bool | None = None, metadata: Mapping[str, Any] | None = None,
+               session_id: str | None = None) -> Permit:
+    """Ask the gateway whether ``tool`` may run with ``args``; block until it may.
+
+    Returns a :class:`Permit` (allowed / approved / fail-open) or raises a
+    :class:`~callgate.errors.CallgateError`: the tool must then not run.
+    """
+    rt = runtime()
+    call = _Call(rt, tool, args, framework, metadata, session_id, fail_open)
+    try:
+        resp = rt.client.request("POST", "/v1/calls", call.body, deadline=time.monotonic() + rt.config.timeout,
+                                 call_id=call.call_id, tool=tool)
+    except GatewayUnavailable as e:
+        return call.fail_open_or_raise(e)
+    permit = call.created(resp)
+    if permit is not None:
+        return permit
+    # require_approval: long-poll until a human decides (the gateway holds the request).
+    end = time.monotonic() + rt.config.approval_timeout
+    failures = 0
+    while True:
+        path, read_timeout, deadline = call.wait_params(end)
+        try:
+            resp = rt.client.request("GET", path, deadline=deadline, read_timeout=read_timeout, attempts=1,
+                                     call_id=call.call_id, tool=tool)
+        except GatewayUnavailable:
+            failures += 1  # gateway lost while waiting: keep trying until approval_timeout
+            time.sleep(min(max(0.0, end - time.monotonic()), _lost_backoff(failures)))
+            continue
+        failures = 0
+        raise_for_problem(resp, call_id=call.call_id, tool=tool)
+        permit = call.interpret(resp)
+        if permit is not None:
+            return permit
+
+
+async def acheck_call(tool: str, args: Mapping[str, Any] | None = None, *, framework: str | None = None,
+                      fail_open: bool | None = None, metadata: Mapping[str, Any] | None = None,
+                      session_id: str | None = None) -> Permit:
+    """:func:`check_call` for coroutines: same semantics, never blocks the event loop."""
+    import asyncio
+
+    rt = runtime()
+    call = _Call(rt, tool, args, framework, metadata, session_id, fail_open)
+    try:
+        resp = await rt.client.arequest("POST", "/v1/calls", call.body,
+                                        deadline=time.monotonic() + rt.config.timeout, call_id=call.call_id, tool=tool)
+    except GatewayUnavailable as e:
+        if call.fail_open and e.allows_fail_open:
+            return await asyncio.to_thread(call.fail_open_or_raise, e)  # fsync off the loop
+        raise
+    permit = call.created(resp)
+    if permit is not None:
+        return permit
+    end = time.monotonic() + rt.config.approval_timeout
+    failures = 0
+    while True:
+        path, read_timeout, deadline = call.wait_params(end)
+        try:
+            resp = await rt.client.arequest("GET", path, deadline=deadline, read_timeout=read_timeout, attempts=1,
+                                            call_id=call.call_id, tool=tool)
+        except GatewayUnavailable:
+            failures += 1
+            await asyncio.sleep(min(max(0.0, end - time.monotonic()), _lost_backoff(failures)))
+            continue
+        failures = 0
+        raise_for_problem(resp, call_id=call.call_id, tool=tool)
+        permit = call.interpret(resp)
+        if permit is not None:
+            return permit
+
+
+# -- guard --------------------------------------------------------------------------------
+_DENIALS = (CallBlocked, ApprovalDenied, ApprovalExpired)
+
+
+@overload
+def guard(fn: F, /, *, name: str | None = ..., fail_open: bool | None = ..., raise_on_block: bool | None = ...,
+          framework: str = ..., metadata: Mapping[str, Any] | None = ...) -> F: ...
+@overload
+def guard(fn: None = ..., /, *, name: str | None = ..., fail_open: bool | None = ...,
+          raise_on_block: bool | None = ..., framework: str = ...,
+          metadata: Mapping[str, Any] | None = ...) -> Callable[[F], F]: ...
+
+
+def guard(fn: Any = None, /, *, name: str | None = None, fail_open: bool | None = None,
+          raise_on_block: bool | None = None, framework: str = "guard",
+          metadata: Mapping[str, Any] | None = None) -> Any:
+    """Enforce policy on every call of a function (sync or async, function or method).
+
+    ``@callgate.guard``, ``@callgate.guard(name="stripe.refund")`` or
+    ``callgate.guard(fn, name=...)``. The tool name defaults to ``fn.__name__`` -- the name
+    agent frameworks give a tool -- so pass ``name=`` for namespaced tools. Arguments are
+    sent bound to parameter names (``self``/``cls`` dropped). The signature,
+    ``__name__``, ``__doc__`` and ``__wrapped__`` are preserved (wrapt), so frameworks that
+    build tool schemas by introspection see the original function.
+
+    ``fail_open=True`` lets the tool run while the gateway is unreachable -- for read-only
+    tools only; the run is spooled and uploaded later. ``raise_on_block=False`` returns
+    the block/deny reason as a string instead of raising (default: ``configure()``'s).
+    The tool's own exceptions propagate unchanged; its outcome is reported in the background.
+    """
+    if fn is None:
+        return lambda f: guard(f, name=name, fail_open=fail_open, raise_on_block=raise_on_block,
+                               framework=framework, metadata=metadata)
+    import inspect
+
+    import wrapt
+
+    tool = name or getattr(fn, "__name__", None) or type(fn).__name__
+    try:
+        sig: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):
+        sig = None
+    params = list(sig.parameters.values()) if sig is not None else []
+    fn_is_bound = inspect.ismethod(fn)
+    first_is_self = bool(params) and params[0].name in ("self", "cls") and not fn_is_bound
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    takes_instance = bool(params) and params[0].kind in positional and not fn_is_bound
+    sig_tail = sig.replace(parameters=params[1:]) if sig is not None and takes_instance else sig
+
+    def call_arguments(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if fn_is_bound:
+            return bind_arguments(sig, args, kwargs)
+        if inspect.ismethod(wrapped):  # wrapt bound a classmethod / method for us
+            return bind_arguments(sig_tail, args, kwargs)
+        if instance is not None and takes_instance:
+            return bind_arguments(sig, (instance, *args), kwargs, drop_first=True)
+        return bind_arguments(sig, args, kwargs, drop_first=first_is_self)
+
+    def denied(exc: CallgateError) -> Any:
+        rob = raise_on_block if raise_on_block is not None else runtime().config.raise_on_block
+        if rob:
+            raise exc
+        return str(exc)
+
+    if inspect.iscoroutinefunction(fn):
+
+        async def _arun(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if take_pass(wrapped):
+                return await wrapped(*args, **kwargs)
+            try:
+                permit = await acheck_call(tool, call_arguments(wrapped, instance, args, kwargs),
+                                           framework=framework, fail_open=fail_open, metadata=metadata)
+            except _DENIALS as e:
+                return denied(e)
+            permit.start()
+            try:
+                result = await wrapped(*args, **kwargs)
+            except BaseException as e:
+                permit.report("failed", error=e)
+                raise
+            permit.report("succeeded")
+            return result
+
+        @wrapt.decorator
+        def _awrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            return _arun(wrapped, instance, args, kwargs)
+
+        return _awrapper(fn)
+
+    @wrapt.decorator
+    def _wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if take_pass(wrapped):
+            return wrapped(*args, **kwargs)
+        try:
+            permit = check_call(tool, call_arguments(wrapped, instance, args, kwargs),
+                                framework=framework, fail_open=fail_open, metadata=metadata)
+        except _DENIALS as e:
+            return denied(e)
+        permit.start()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as e:
+            permit.report("failed", error=e)
+            raise
+        permit.report("succeeded")
+        return result
+
+    return _wrapper(fn)
