@@ -154,12 +154,61 @@ class VerifyResult:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
+_I_JSON_MAX = 2**53 - 1
+
+
+class _CanonicalCheck:
+    """Is a stored text exactly RFC 8785 canonical? Fast path first, exact check as fallback.
+
+    For ASCII text with no floats, no NaN/Infinity and no integers beyond I-JSON, RFC 8785 output
+    is byte-identical to the C encoder's ``json.dumps(sort_keys=True, separators=(",", ":"))``
+    (same escapes; code-point key order equals UTF-16 order for ASCII). Only such texts take the
+    fast path, and it can only answer "canonical" when ``rfc8785`` would; anything else is decided
+    by ``rfc8785`` itself. This is what makes ``audit verify`` ~3x faster (P7).
+    """
+
+    def __init__(self) -> None:
+        self._unusual = False
+        self._decode = json.JSONDecoder(
+            parse_float=self._flag_float, parse_int=self._check_int, parse_constant=self._flag_float
+        ).decode
+        self._encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+    def _flag_float(self, text: str) -> float:
+        self._unusual = True
+        return float(text)
+
+    def _check_int(self, text: str) -> int:
+        value = int(text)
+        if not -_I_JSON_MAX <= value <= _I_JSON_MAX:
+            self._unusual = True
+        return value
+
+    def record(self, text: str) -> dict[str, Any]:
+        """The parsed record; raises ``ValueError`` when the text is not canonical."""
+        self._unusual = False
+        record = self._decode(text)
+        if not self._unusual and text.isascii() and self._encode(record) == text:
+            return record  # type: ignore[no-any-return]
+        try:
+            record = json.loads(text)
+            exact = rfc8785.dumps(record).decode()
+        except rfc8785.CanonicalizationError as exc:
+            raise ValueError(str(exc)) from exc
+        if exact != text:
+            raise ValueError("stored text is not in RFC 8785 canonical form")
+        if not isinstance(record, dict):
+            raise ValueError("stored record is not a JSON object")
+        return record
+
+
 def verify_rows(rows: Iterable[ChainRow], *, start_seq: int = 1, trusted_hash: bytes = GENESIS_HASH) -> VerifyResult:
     """Check contiguity, linkage, hashes and canonical form of a chain in seq order (§4.7)."""
     expected_seq = start_seq
     prev = trusted_hash
     count = 0
     sha256 = hashlib.sha256
+    canonical_record = _CanonicalCheck().record
 
     def bad(seq: int, reason: str, detail: str) -> VerifyResult:
         return VerifyResult(False, count, expected_seq - 1, prev.hex(), seq, reason, detail)
@@ -169,17 +218,13 @@ def verify_rows(rows: Iterable[ChainRow], *, start_seq: int = 1, trusted_hash: b
             return bad(expected_seq, "gap", f"expected seq {expected_seq}, found {row.seq}")
         if row.prev_hash != prev:
             return bad(row.seq, "prev_hash_mismatch", f"expected {prev.hex()}, stored {row.prev_hash.hex()}")
-        canonical = row.canonical.encode()
-        actual = sha256(prev + canonical).digest()
+        actual = sha256(prev + row.canonical.encode()).digest()
         if actual != row.row_hash:
             return bad(row.seq, "row_hash_mismatch", f"computed {actual.hex()}, stored {row.row_hash.hex()}")
         try:
-            record = json.loads(canonical)
-            recanonical = rfc8785.dumps(record)
-        except (ValueError, rfc8785.CanonicalizationError) as exc:
+            record = canonical_record(row.canonical)
+        except ValueError as exc:
             return bad(row.seq, "not_canonical", f"stored record is not canonical JSON: {exc}")
-        if recanonical != canonical:
-            return bad(row.seq, "not_canonical", "stored text is not in RFC 8785 canonical form")
         if (
             record.get("seq") != row.seq
             or record.get("event_id") != row.event_id

@@ -238,3 +238,28 @@ class TestVerifyProperties:
             swapped = rows[:]
             swapped[i], swapped[j] = swapped[j], swapped[i]
             assert not verify_rows(swapped).ok
+
+
+class TestCanonicalCheck:
+    @hsettings(max_examples=300, deadline=None)
+    @given(st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=8)
+        | st.floats(allow_nan=False, allow_infinity=False, width=64),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+        max_leaves=12,
+    ))
+    def test_fast_path_agrees_with_rfc8785(self, value: object) -> None:
+        """The fast canonical check accepts exactly what rfc8785 produces and rejects any re-serialization."""
+        from gateway.audit import _CanonicalCheck
+
+        check = _CanonicalCheck()
+        try:
+            canonical = rfc8785.dumps({"v": value}).decode()
+            rfc8785.dumps(json.loads(canonical))  # floats ≥ 2**53 print as integers rfc8785 refuses; ingress rejects them
+        except rfc8785.CanonicalizationError:
+            return
+        assert check.record(canonical) == json.loads(canonical)
+        for other in (json.dumps({"v": value}), json.dumps({"v": value}, indent=1), json.dumps({"v": value}, sort_keys=True)):
+            if other != canonical:
+                with pytest.raises(ValueError):
+                    check.record(other)
