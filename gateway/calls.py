@@ -125,6 +125,7 @@ class CallView:
             created_at=_iso(r["created_at"]),
             decided_at=_iso(r["decided_at"]),
             decided_by=r["decided_by"],
+            decided_channel=r.get("decided_channel"),
             comment=r["comment"],
             outcome=None
             if r["outcome_status"] is None
@@ -200,8 +201,10 @@ def submit_call(
         "decided_at": None if action == "require_approval" else now,
         "decided_by": None,
         "decided_channel": None,
-        "claimed_at": None,
-        "claimed_by": None,
+        # An allowed call's answer IS its execution claim (one round trip): it is claimed now,
+        # so a later explicit claim of the same call is refused. Approved calls claim separately.
+        "claimed_at": now if status == "allowed" else None,
+        "claimed_by": principal.key_id if status == "allowed" else None,
         "comment": None,
         "outcome_status": None,
         "outcome_error": None,
@@ -248,6 +251,39 @@ def read_call(conn: Connection, *, call_id: str, key: ParsedKey | None, pepper: 
     return CallView(row)
 
 
+def claim_call(conn: Connection, audit: AuditBatch, *, call_id: str, key: ParsedKey | None, pepper: bytes) -> CallView:
+    """The one-shot execution claim of an approved call (security.md §5.3): one conditional UPDATE
+    ``approved -> running``; exactly one claimant ever wins, every other gets 409 ``already_claimed``.
+
+    Allowed calls need no separate claim: the ``POST /v1/calls`` answer is their claim (they are
+    stamped claimed at insert), so claiming one explicitly is ``already_claimed`` too."""
+    principal = authenticate(conn, key, pepper=pepper)
+    agent = require_agent(principal)
+    row = _load(conn, call_id)
+    if row is None or row["agent"] != agent:
+        raise NotFound(f"no call {call_id}")
+    now = datetime.now(UTC)
+    changes = {"status": "running", "claimed_at": now, "claimed_by": principal.key_id}
+    won = conn.execute(
+        update(ToolCall.__table__)
+        .where(ToolCall.id == call_id, ToolCall.status == "approved", ToolCall.claimed_at.is_(None))
+        .values(changes)
+    ).rowcount == 1
+    if not won:
+        row = _load(conn, call_id) or row
+        status_now = effective_status(row["status"], row["expires_at"], now)
+        if row["claimed_at"] is not None or status_now in ("running", "succeeded", "failed", "fail_open"):
+            raise Conflict(f"call {call_id} was already claimed for execution at {_iso(row['claimed_at'])}; "
+                           "it must not run again", code="already_claimed", call_status=status_now)
+        if status_now == "pending":
+            raise Conflict(f"call {call_id} is still waiting for a human decision", code="not_approved",
+                           call_status=status_now)
+        raise Conflict(f"call {call_id} is {status_now}; it must not run", code="not_runnable", call_status=status_now)
+    audit.add("execution.claimed", Actor("agent_key", principal.key_id), {}, call_id)
+    row.update(changes)
+    return CallView(row)
+
+
 def _may_read(principal: Principal, row: dict[str, Any]) -> bool:
     return principal.kind == "admin" or row["agent"] == principal.agent
 
@@ -272,6 +308,9 @@ def record_outcome(
             f"call {call_id} is {status_now}; only an allowed or approved call can have an outcome",
             code="not_runnable",
         )
+    if status_now == "approved":  # approved calls run only after their one-shot claim (-> running)
+        raise Conflict(f"call {call_id} was approved but never claimed; claim it before running it",
+                       code="not_claimed")
     now = datetime.now(UTC)
     status = body["status"]
     changes = {

@@ -314,6 +314,113 @@ def audit_export(ctx: click.Context, from_seq: int, to_seq: int | None, output: 
         engine.dispose()
 
 
+# -- calls (approvals) -------------------------------------------------------------------------
+
+EXIT_ALREADY_DECIDED = 1
+LIST_CHOICES = ["pending", "approved", "denied", "expired", "allowed", "blocked", "running", "succeeded", "failed",
+                "all"]
+
+
+@main.group()
+def calls() -> None:
+    """List tool calls and approve or deny pending ones from the server host.
+
+    \b
+    A decision made here wakes waiting agents through Redis when CALLGATE_REDIS_URL is set
+    (milliseconds). Without Redis (embedded mode) the running gateway notices it at its next
+    database re-check: within CALLGATE_RECHECK_SECONDS (0.25 s by default in embedded mode).
+    """
+
+
+@calls.command("list")
+@click.option("--status", type=click.Choice(LIST_CHOICES), default="pending", show_default=True,
+              help="Effective status: a pending call past its expiry is listed as expired.")
+@click.option("--agent", default=None, help="Only this agent's calls.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@click.pass_context
+def calls_list(ctx: click.Context, status: str, agent: str | None, limit: int, as_json: bool) -> None:
+    """List calls (pending ones oldest first: the review queue)."""
+    from gateway.approvals import list_calls
+
+    engine = _engine(_settings(ctx))
+    try:
+        with engine.connect() as conn:
+            rows = list_calls(conn, status=None if status == "all" else status, limit=limit, agent=agent)
+    finally:
+        engine.dispose()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo(f"no {status if status != 'all' else ''} calls".replace("  ", " "), err=True)
+        return
+    click.echo(f"{'CALL ID':<38}{'STATUS':<11}{'AGENT':<18}{'TOOL':<26}{'CREATED':<21}{'EXPIRES / DECIDED BY'}")
+    for r in rows:
+        tail = r["expires_at"] if r["status"] == "pending" else (r["decided_by"] or "-")
+        click.echo(f"{r['call_id']:<38}{r['status']:<11}{str(r['agent'])[:17]:<18}{str(r['tool'])[:25]:<26}"
+                   f"{str(r['created_at'])[:19]:<21}{str(tail)[:24]}")
+
+
+def _decide_command(ctx: click.Context, call_id: str, approve: bool, name: str, comment: str | None) -> None:
+    from gateway.approvals import decide_call
+    from gateway.audit import Actor, AuditBatch
+    from gateway.errors import Conflict, DomainError
+
+    name = name.strip()
+    if not name or len(name) > 128:
+        _fail("--as needs the name of the person deciding (1-128 characters)")
+    settings = _settings(ctx)
+    publisher = None
+    if settings.redis_url:  # ready before the decision, so the wake-up leaves right after the commit
+        from gateway.pubsub import SyncPublisher
+
+        publisher = SyncPublisher(settings.redis_url)
+        publisher.connect()
+    engine = _engine(settings)
+    try:
+        with engine.connect() as conn, conn.begin():
+            audit = AuditBatch()
+            view = decide_call(conn, audit, call_id=call_id.strip(), approve=approve,
+                               actor=Actor("operator", name), channel="cli", comment=comment)
+            audit.flush(conn)
+        # Committed: wake the agents waiting on it in every gateway worker.
+        if publisher is not None and not publisher.publish([view.row["id"]]):
+            click.echo("warning: Redis unreachable; waiting agents resume at the gateway's next DB re-check",
+                       err=True)
+    except Conflict as exc:
+        _fail(exc.detail, EXIT_ALREADY_DECIDED)
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        engine.dispose()
+        if publisher is not None:
+            publisher.close()
+    row = view.row
+    click.echo(f"{row['status']} {row['id']} ({row['tool']} for agent {row['agent']}) as {name}")
+
+
+@calls.command("approve")
+@click.argument("call_id")
+@click.option("--as", "name", required=True, help="Who approves (recorded as operator NAME in the audit log).")
+@click.option("--comment", default=None, help="Why (up to 2000 characters).")
+@click.pass_context
+def calls_approve(ctx: click.Context, call_id: str, name: str, comment: str | None) -> None:
+    """Approve a pending call. Exit 0 done, 1 already decided or expired, 2 usage error / unknown call."""
+    _decide_command(ctx, call_id, True, name, comment)
+
+
+@calls.command("deny")
+@click.argument("call_id")
+@click.option("--as", "name", required=True, help="Who denies (recorded as operator NAME in the audit log).")
+@click.option("--comment", default=None, help="The reason the agent is told (up to 2000 characters).")
+@click.pass_context
+def calls_deny(ctx: click.Context, call_id: str, name: str, comment: str | None) -> None:
+    """Deny a pending call. Exit 0 done, 1 already decided or expired, 2 usage error / unknown call."""
+    _decide_command(ctx, call_id, False, name, comment)
+
+
 # -- policies --------------------------------------------------------------------------------
 
 

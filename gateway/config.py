@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="", description="redis://host:6379/0 in production (wake-ups, Celery). Empty: in-process."
     )
+    recheck_seconds: float | None = Field(
+        default=None, gt=0, le=30,
+        description="How often a held long-poll re-reads the database when no push arrives (the fallback "
+        "path). Empty: 0.25 s in embedded mode (no Redis: CLI decisions arrive this way), 1 s with Redis.",
+    )
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest accepted /v1 request body.")
     max_args_bytes: int = Field(
         default=64 * 1024, ge=256, description="Largest tool-argument object, measured after redaction."
@@ -78,6 +83,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'callgate.db').resolve()}"
+
+    def resolved_recheck_seconds(self) -> float:
+        if self.recheck_seconds is not None:
+            return self.recheck_seconds
+        return 1.0 if self.redis_url else 0.25
 
     @property
     def is_sqlite(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -11,6 +12,9 @@ from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.notify import Notifier
 from gateway.policy_store import ActivePolicy
+
+if TYPE_CHECKING:
+    from gateway.pubsub import RedisBridge
 
 
 @dataclass
@@ -23,4 +27,5 @@ class Runtime:
     secret: bytes
     metrics: Metrics
     notifier: Notifier
-    recheck_seconds: float = 1.0
+    recheck_seconds: float = 1.0  # long-polls re-read the DB at least this often (push is the fast path)
+    pubsub: RedisBridge | None = None  # cross-process wake-ups when CALLGATE_REDIS_URL is set

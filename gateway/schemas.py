@@ -63,8 +63,13 @@ class CallPublic(CallDecision):
     created_at: str
     decided_at: str | None
     decided_by: str | None
+    decided_channel: str | None = Field(description="Where the human decided: console, cli or slack.")
     comment: str | None
     outcome: OutcomePublic | None
+
+
+class ClaimPublic(CallPublic):
+    claimed: bool = Field(description="True: this request won the one-shot execution claim; run the tool now.")
 
 
 class OutcomeCreate(BaseModel):

@@ -59,4 +59,12 @@ def run_unit(work: Any) -> Any:
 
 @app.task(name="callgate.sweep_expired")
 def sweep_expired_task() -> int:
-    return len(run_unit(sweep_expired))
+    """Expire overdue approvals, then wake the agents waiting on them in every gateway worker
+    (beat runs in its own process: the wake-up goes through Redis pub/sub)."""
+    expired = run_unit(sweep_expired)
+    url = os.environ.get("CALLGATE_REDIS_URL")
+    if expired and url:
+        from gateway.pubsub import publish_sync
+
+        publish_sync(url, expired)
+    return len(expired)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -17,12 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from gateway.calls import CallView, prepare_call, read_call, record_outcome, submit_call
+from gateway.calls import CallView, claim_call, prepare_call, read_call, record_outcome, submit_call
 from gateway.errors import NotFound, Unauthorized
 from gateway.keys import parse_bearer
 from gateway.problems import problem_responses
 from gateway.runtime import Runtime
-from gateway.schemas import UUID_PATTERN, CallCreate, CallDecision, CallPublic, OutcomeCreate
+from gateway.notify import wait_event
+from gateway.schemas import UUID_PATTERN, CallCreate, CallDecision, CallPublic, ClaimPublic, OutcomeCreate
 from gateway.strict_json import parse_strict
 from gateway.errors import DomainError
 
@@ -123,12 +125,39 @@ async def read_call_route(
         with rt.reader.begin() as conn:
             return read_call(conn, call_id=call_id, key=key, pepper=rt.secret)
 
-    view = await run_in_threadpool(load)
     deadline = time.monotonic() + wait
-    while view.decision_body()["status"] in WAITING_STATUSES and (remaining := deadline - time.monotonic()) > 0:
-        await rt.notifier.wait(call_id, min(remaining, rt.recheck_seconds))
+    # Watch before the first read, so a decision committed between the read and the wait still wakes us.
+    with rt.notifier.watch(call_id) as woken:
         view = await run_in_threadpool(load)
+        while view.decision_body()["status"] in WAITING_STATUSES and (remaining := deadline - time.monotonic()) > 0:
+            # Wake on a push (decision, expiry sweep), at the call's own expiry, or at the DB re-check.
+            timeout = min(remaining, rt.recheck_seconds, _until(view.row["expires_at"]))
+            await wait_event(woken, timeout)
+            woken.clear()  # before the re-read: a publish after this point makes the next wait return at once
+            view = await run_in_threadpool(load)
     return _json(view.detail_body())
+
+
+@router.post(
+    "/calls/{call_id}/claim",
+    summary="Claim an approved call for execution (once)",
+    response_model=ClaimPublic,
+    responses=problem_responses(401, 403, 404, 409, 503),
+)
+async def claim(request: Request, call_id: str) -> Response:
+    """The one-shot execution claim: the first claim of an approved call answers 200
+    ``{claimed: true, ...}`` and the call becomes ``running``; every later claim (a retry, another
+    process) is 409 ``already_claimed``, so an approved call runs at most once. Allowed calls are
+    claimed by their ``POST /v1/calls`` answer and need no claim."""
+    key = parse_bearer(request.headers.get("authorization"))
+    if key is None:
+        raise Unauthorized("missing or malformed API key", code="invalid_api_key")
+    call_id = _check_call_id(call_id)
+    rt = _runtime(request)
+    view: CallView = await rt.commit_queue.run(
+        lambda conn, audit: claim_call(conn, audit, call_id=call_id, key=key, pepper=rt.secret)
+    )
+    return _json({"claimed": True, **view.detail_body()})
 
 
 @router.post(
@@ -152,6 +181,15 @@ async def create_outcome(request: Request, call_id: str) -> Response:
     )
     rt.metrics.outcomes.labels(view.row["tool"], body["status"]).inc()
     return _json(view.detail_body())
+
+
+def _until(expires_at: Any) -> float:
+    """Seconds until ``expires_at`` (a little after, so the re-read sees it expired); inf if none."""
+    if expires_at is None:
+        return float("inf")
+    if expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)
+    return max(0.0, (expires_at - datetime.now(UTC)).total_seconds()) + 0.005
 
 
 def _check_call_id(call_id: str) -> str:

@@ -39,6 +39,8 @@ class FakeGateway:
         self.calls: dict[str, dict[str, Any]] = {}
         self.bodies: dict[str, Any] = {}
         self.outcomes: dict[str, dict[str, Any]] = {}
+        self.claims: dict[str, int] = {}
+        self.claim_conflict = False
         self.rules: dict[str, tuple[str, str | None, str | None]] = {}
         self.inject: list[tuple[str, Any]] = []
         self.cond = threading.Condition()
@@ -168,6 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "calls"]:
             wait = float(parse_qs(url.query).get("wait", ["0"])[0])
             self._send(*self._get(gw, parts[2], wait))
+        elif method == "POST" and len(parts) == 4 and parts[3] == "claim":
+            self._send(*self._claim(gw, parts[2]))
         elif method == "POST" and len(parts) == 4 and parts[3] == "outcome":
             self._send(*self._outcome(gw, parts[2], body))
         else:
@@ -188,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
                 decision, reason, rule = gw.rules.get(body["tool"], ("allow", None, None))
                 status = {"allow": "allowed", "block": "blocked", "require_approval": "pending"}[decision]
             gw.bodies[cid] = body
-            gw.calls[cid] = {"call_id": cid, "decision": decision, "status": status, "reason": reason, "rule": rule,
+            gw.calls[cid] = {"call_id": cid, "tool": body["tool"], "decision": decision, "status": status, "reason": reason, "rule": rule,
                              "policy_version": 3, "expires_at": None}
             return 201, gw.calls[cid]
 
@@ -204,6 +208,23 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 gw.cond.wait(left)
             return 200, dict(gw.calls[cid])
+
+    @staticmethod
+    def _claim(gw: FakeGateway, cid: str) -> tuple[int, Any]:
+        """The one-shot claim: approved -> running once; anything else is a 409."""
+        with gw.cond:
+            if cid not in gw.calls:
+                return _problem(404, "call_not_found")
+            call = gw.calls[cid]
+            gw.claims[cid] = gw.claims.get(cid, 0) + 1
+            if gw.claim_conflict:  # another process won the claim
+                return _problem(409, "already_claimed", "claimed by another process")
+            if call["status"] == "approved":
+                call["status"] = "running"
+                return 200, {"claimed": True, **call}
+            if call["status"] in ("running", "succeeded", "failed", "allowed"):
+                return _problem(409, "already_claimed", "already claimed")
+            return _problem(409, "not_runnable", f"call is {call['status']}")
 
     @staticmethod
     def _outcome(gw: FakeGateway, cid: str, body: dict[str, Any]) -> tuple[int, Any]:

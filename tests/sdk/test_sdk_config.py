@@ -63,6 +63,12 @@ class TestPackage:
         public = sorted(n for n in vars(callgate) if not n.startswith("_") and n not in {
             "errors", "ids", "integrations", "redaction", "annotations"})
         assert callgate.__all__ == sorted(callgate.__all__) == public
+        assert public == [
+            "AlreadyClaimed", "ApprovalDenied", "ApprovalExpired", "CallBlocked", "CallgateError",
+            "ConfigurationError", "GatewayRejected", "GatewayUnavailable", "Permit", "acheck_call", "aresume",
+            "check_call", "configure", "current_session", "flush", "guard", "is_configured", "reset", "resume",
+            "session",
+        ]
 
     def test_import_is_light(self) -> None:
         """import callgate loads no web framework, ORM, pydantic, httpx, asyncio or ssl."""

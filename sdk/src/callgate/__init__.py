@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from ._config import configure, flush, is_configured, reset
 from ._context import current_session, session
-from ._guard import Permit, acheck_call, check_call, guard
+from ._guard import Permit, acheck_call, aresume, check_call, guard, resume
 from .errors import (
+    AlreadyClaimed,
     ApprovalDenied,
     ApprovalExpired,
     CallBlocked,
@@ -33,6 +34,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyClaimed",
     "ApprovalDenied",
     "ApprovalExpired",
     "CallBlocked",
@@ -42,6 +44,7 @@ __all__ = [
     "GatewayUnavailable",
     "Permit",
     "acheck_call",
+    "aresume",
     "check_call",
     "configure",
     "current_session",
@@ -49,5 +52,6 @@ __all__ = [
     "guard",
     "is_configured",
     "reset",
+    "resume",
     "session",
 ]

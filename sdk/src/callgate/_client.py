@@ -129,6 +129,26 @@ class _Attempts:
         )
 
 
+class _NoBreaker:
+    """For long-polls on an approval: they keep trying until approval_timeout (security.md §5.4,
+    "gateway lost while waiting"), so they neither consult nor trip the circuit breaker."""
+
+    def allow(self) -> bool:
+        return True
+
+    def success(self) -> None:
+        pass
+
+    def failure(self) -> None:
+        pass
+
+    def release_probe(self) -> None:
+        pass
+
+
+_NO_BREAKER: Any = _NoBreaker()
+
+
 class GatewayClient:
     """Talks to one gateway origin. Thread-safe; one per configure()."""
 
@@ -142,10 +162,10 @@ class GatewayClient:
 
     def request(self, method: str, path: str, payload: Any = None, *, deadline: float,
                 read_timeout: float | None = None, attempts: int = 3, call_id: str | None = None,
-                tool: str | None = None) -> Response:
+                tool: str | None = None, use_breaker: bool = True) -> Response:
         """Blocking request with the retry policy. Returns any 2xx/4xx (not 408/429)."""
         body = None if payload is None else encode_json(payload)
-        state = _Attempts(self.breaker, deadline, attempts, call_id, tool)
+        state = _Attempts(self.breaker if use_breaker else _NO_BREAKER, deadline, attempts, call_id, tool)
         rt = read_timeout or self.read_timeout
         while True:
             state.before()
@@ -164,7 +184,7 @@ class GatewayClient:
 
     async def arequest(self, method: str, path: str, payload: Any = None, *, deadline: float,
                        read_timeout: float | None = None, attempts: int = 3, call_id: str | None = None,
-                       tool: str | None = None) -> Response:
+                       tool: str | None = None, use_breaker: bool = True) -> Response:
         """Same as :meth:`request`, on the running event loop's pool; never blocks the loop."""
         import asyncio
 
@@ -172,7 +192,7 @@ class GatewayClient:
 
         pool = pool_for_loop(self.origin, self.connect_timeout)
         body = None if payload is None else encode_json(payload)
-        state = _Attempts(self.breaker, deadline, attempts, call_id, tool)
+        state = _Attempts(self.breaker if use_breaker else _NO_BREAKER, deadline, attempts, call_id, tool)
         rt = read_timeout or self.read_timeout
         while True:
             state.before()

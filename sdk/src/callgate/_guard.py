@@ -6,7 +6,8 @@ Every guard (and, later, every framework integration) goes through :func:`check_
 2. make the arguments JSON-safe and redact them (``callgate.redaction``) before they
    leave the process;
 3. ``POST /v1/calls``: allow -> :class:`Permit`; block -> :class:`CallBlocked`;
-   require_approval -> long-poll ``GET /v1/calls/{id}?wait=25`` until approved (Permit),
+   require_approval -> long-poll ``GET /v1/calls/{id}?wait=25`` until approved, then claim it
+   once (``POST /v1/calls/{id}/claim``: Permit, or :class:`AlreadyClaimed` and it never runs),
    denied (:class:`ApprovalDenied`), expired or ``approval_timeout`` (:class:`ApprovalExpired`);
 4. no decision (gateway unreachable) -> :class:`GatewayUnavailable`, unless the caller
    opted into fail-open for a read-only tool: then the run is spooled durably first.
@@ -36,6 +37,7 @@ from ._config import Runtime, runtime
 from ._context import current_session
 from .ids import uuid7
 from .errors import (
+    AlreadyClaimed,
     ApprovalDenied,
     ApprovalExpired,
     CallBlocked,
@@ -47,7 +49,8 @@ from .errors import (
 if TYPE_CHECKING:
     from ._http import Response
 
-__all__ = ["Permit", "acheck_call", "already_checking", "check_call", "guard", "permitted", "take_pass"]
+__all__ = ["Permit", "acheck_call", "already_checking", "aresume", "check_call", "guard", "permitted", "resume",
+           "take_pass"]
 
 log = logging.getLogger("callgate")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -194,15 +197,16 @@ def _get_redactor() -> Any:
 
 # -- the enforcement path -----------------------------------------------------------------
 class _Call:
-    __slots__ = ("rt", "call_id", "tool", "body", "fail_open")
+    __slots__ = ("rt", "call_id", "tool", "body", "fail_open", "resuming")
 
     def __init__(self, rt: Runtime, tool: str, args: Any, framework: str | None, metadata: Mapping[str, Any] | None,
-                 session_id: str | None, fail_open: bool | None) -> None:
+                 session_id: str | None, fail_open: bool | None, call_id: str | None = None) -> None:
         if not isinstance(tool, str) or not tool:
             raise ValueError("tool name must be a non-empty string")
         self.rt = rt
         self.tool = tool
-        self.call_id = uuid7()
+        self.call_id = _check_id(call_id) if call_id is not None else uuid7()
+        self.resuming = False
         cfg = rt.config
         safe = to_jsonable(args if args is not None else {})
         if not isinstance(safe, dict):
@@ -226,6 +230,18 @@ class _Call:
         wants_open = fail_open if fail_open is not None else cfg.fail_mode == "open"
         self.fail_open = wants_open and os.environ.get("CALLGATE_SDK_FORCE_FAIL_CLOSED", "") not in ("1", "true", "yes")
 
+    @classmethod
+    def existing(cls, rt: Runtime, call_id: str) -> _Call:
+        """A call made earlier (perhaps by a previous process), picked up again by its id."""
+        self = cls.__new__(cls)
+        self.rt = rt
+        self.call_id = _check_id(call_id)
+        self.tool = ""
+        self.body = {}
+        self.fail_open = False
+        self.resuming = True
+        return self
+
     # interpretation shared by both drivers -----------------------------------------
     def created(self, resp: Response) -> Permit | None:
         """Interpret the POST answer: Permit, None (pending) or raise."""
@@ -235,11 +251,19 @@ class _Call:
         return self.interpret(resp)
 
     def interpret(self, resp: Response) -> Permit | None:
+        """A Permit (allowed, or approved: then it still needs :meth:`claimed`), None (pending) or raise."""
         data = resp.json()
         if not isinstance(data, dict) or not isinstance(data.get("status"), str):
             raise GatewayUnavailable(f"malformed gateway answer (HTTP {resp.status})", call_id=self.call_id,
                                      tool=self.tool)
+        if not self.tool and isinstance(data.get("tool"), str):
+            self.tool = data["tool"]
         status = data["status"]
+        if status == "allowed" and self.resuming:
+            # An allowed call was claimed by the answer to its submission: whoever submitted it may
+            # have run it already, so picking it up again by id must not run it a second time.
+            raise AlreadyClaimed("an allowed call is claimed by its submission", call_id=self.call_id,
+                                 tool=self.tool, status=status)
         if status in ("allowed", "approved"):
             return Permit(self.rt, self.call_id, self.tool, data)
         if status == "pending":
@@ -252,11 +276,29 @@ class _Call:
                                  decided_by=data.get("decided_by"))
         if status in ("expired", "cancelled"):
             raise ApprovalExpired(data.get("reason") or status, call_id=self.call_id, tool=self.tool)
-        if status in ("succeeded", "failed", "running"):
-            raise GatewayRejected(409, "already_executed", f"call {self.call_id} already ran (status {status})",
-                                  call_id=self.call_id, tool=self.tool)
+        if status in ("succeeded", "failed", "running", "fail_open"):
+            raise AlreadyClaimed(f"call {self.call_id} already ran or is running (status {status})",
+                                 call_id=self.call_id, tool=self.tool, status=status)
         raise GatewayRejected(resp.status, "unknown_status", f"unknown call status {status!r}",
                               call_id=self.call_id, tool=self.tool)
+
+    def claim_request(self) -> tuple[str, str, dict[str, Any], float]:
+        return "POST", f"/v1/calls/{self.call_id}/claim", {}, time.monotonic() + self.rt.config.timeout
+
+    def claimed(self, resp: Response) -> Permit:
+        """Interpret the claim answer: the Permit to run now, or raise (never run)."""
+        if resp.status == 409:
+            problem = resp.json() if isinstance(resp.json(), dict) else {}
+            if problem.get("code") == "already_claimed":
+                raise AlreadyClaimed(problem.get("detail"), call_id=self.call_id, tool=self.tool,
+                                     status=problem.get("call_status"))
+        raise_for_problem(resp, call_id=self.call_id, tool=self.tool)
+        data = resp.json()
+        if not isinstance(data, dict) or data.get("claimed") is not True:
+            raise GatewayUnavailable(f"malformed claim answer (HTTP {resp.status})", call_id=self.call_id,
+                                     tool=self.tool)
+        # The gateway now says "running"; the permit keeps saying how it was granted.
+        return Permit(self.rt, self.call_id, self.tool, {**data, "status": "approved"})
 
     def fail_open_or_raise(self, exc: GatewayUnavailable) -> Permit:
         if not (self.fail_open and exc.allows_fail_open):
@@ -290,22 +332,101 @@ class _Call:
         return f"/v1/calls/{self.call_id}?wait={wait}", wait + 5.0, min(end + 2.0, time.monotonic() + wait + 5.0)
 
 
+def _check_id(call_id: str) -> str:
+    import re
+
+    if not isinstance(call_id, str) or not re.fullmatch(
+            r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", call_id):
+        raise ValueError(f"call id must be a UUID string, got {call_id!r}")
+    return call_id.lower()
+
+
 def _lost_backoff(failures: int) -> float:
     import random
 
     return random.uniform(0.0, min(2.0, 0.25 * 2**failures))
 
 
+def _needs_claim(permit: Permit) -> bool:
+    return permit.status == "approved"
+
+
+def _settle(call: _Call, permit: Permit) -> Permit:
+    """Sync: an approved call is claimed (once, ever) before it may run."""
+    if not _needs_claim(permit):
+        return permit
+    method, path, body, deadline = call.claim_request()
+    resp = call.rt.client.request(method, path, body, deadline=deadline, call_id=call.call_id, tool=call.tool)
+    return call.claimed(resp)
+
+
+async def _asettle(call: _Call, permit: Permit) -> Permit:
+    if not _needs_claim(permit):
+        return permit
+    method, path, body, deadline = call.claim_request()
+    resp = await call.rt.client.arequest(method, path, body, deadline=deadline, call_id=call.call_id,
+                                         tool=call.tool)
+    return call.claimed(resp)
+
+
+def _wait(call: _Call, timeout: float) -> Permit:
+    """Long-poll until a human decides (the gateway holds each request up to ``poll_wait``); a lost
+    gateway is retried with backoff until ``timeout``, not bounded by the circuit breaker."""
+    rt = call.rt
+    end = time.monotonic() + timeout
+    failures = 0
+    while True:
+        path, read_timeout, deadline = call.wait_params(end)
+        try:
+            resp = rt.client.request("GET", path, deadline=deadline, read_timeout=read_timeout, attempts=1,
+                                     call_id=call.call_id, tool=call.tool or None, use_breaker=False)
+        except GatewayUnavailable:
+            failures += 1  # gateway lost while waiting: keep trying until approval_timeout
+            time.sleep(min(max(0.0, end - time.monotonic()), _lost_backoff(failures)))
+            continue
+        failures = 0
+        raise_for_problem(resp, call_id=call.call_id, tool=call.tool or None)
+        permit = call.interpret(resp)
+        if permit is not None:
+            return _settle(call, permit)
+
+
+async def _await(call: _Call, timeout: float) -> Permit:
+    import asyncio
+
+    rt = call.rt
+    end = time.monotonic() + timeout
+    failures = 0
+    while True:
+        path, read_timeout, deadline = call.wait_params(end)
+        try:
+            resp = await rt.client.arequest("GET", path, deadline=deadline, read_timeout=read_timeout, attempts=1,
+                                            call_id=call.call_id, tool=call.tool or None, use_breaker=False)
+        except GatewayUnavailable:
+            failures += 1
+            await asyncio.sleep(min(max(0.0, end - time.monotonic()), _lost_backoff(failures)))
+            continue
+        failures = 0
+        raise_for_problem(resp, call_id=call.call_id, tool=call.tool or None)
+        permit = call.interpret(resp)
+        if permit is not None:
+            return await _asettle(call, permit)
+
+
 def check_call(tool: str, args: Mapping[str, Any] | None = None, *, framework: str | None = None,
                fail_open: bool | None = None, metadata: Mapping[str, Any] | None = None,
-               session_id: str | None = None) -> Permit:
+               session_id: str | None = None, call_id: str | None = None) -> Permit:
     """Ask the gateway whether ``tool`` may run with ``args``; block until it may.
 
     Returns a :class:`Permit` (allowed / approved / fail-open) or raises a
-    :class:`~callgate.errors.CallgateError`: the tool must then not run.
+    :class:`~callgate.errors.CallgateError`: the tool must then not run. An approved call is
+    claimed first (once, ever): if it was already claimed, :class:`~callgate.errors.AlreadyClaimed`.
+
+    ``call_id`` (a UUID) lets the caller choose and persist the id before asking, so a process
+    that dies while waiting can continue with :func:`resume`; by default a UUIDv7 is made.
     """
     rt = runtime()
-    call = _Call(rt, tool, args, framework, metadata, session_id, fail_open)
+    call = _Call(rt, tool, args, framework, metadata, session_id, fail_open, call_id)
     try:
         resp = rt.client.request("POST", "/v1/calls", call.body, deadline=time.monotonic() + rt.config.timeout,
                                  call_id=call.call_id, tool=tool)
@@ -313,34 +434,18 @@ def check_call(tool: str, args: Mapping[str, Any] | None = None, *, framework: s
         return call.fail_open_or_raise(e)
     permit = call.created(resp)
     if permit is not None:
-        return permit
-    # require_approval: long-poll until a human decides (the gateway holds the request).
-    end = time.monotonic() + rt.config.approval_timeout
-    failures = 0
-    while True:
-        path, read_timeout, deadline = call.wait_params(end)
-        try:
-            resp = rt.client.request("GET", path, deadline=deadline, read_timeout=read_timeout, attempts=1,
-                                     call_id=call.call_id, tool=tool)
-        except GatewayUnavailable:
-            failures += 1  # gateway lost while waiting: keep trying until approval_timeout
-            time.sleep(min(max(0.0, end - time.monotonic()), _lost_backoff(failures)))
-            continue
-        failures = 0
-        raise_for_problem(resp, call_id=call.call_id, tool=tool)
-        permit = call.interpret(resp)
-        if permit is not None:
-            return permit
+        return _settle(call, permit)
+    return _wait(call, rt.config.approval_timeout)
 
 
 async def acheck_call(tool: str, args: Mapping[str, Any] | None = None, *, framework: str | None = None,
                       fail_open: bool | None = None, metadata: Mapping[str, Any] | None = None,
-                      session_id: str | None = None) -> Permit:
+                      session_id: str | None = None, call_id: str | None = None) -> Permit:
     """:func:`check_call` for coroutines: same semantics, never blocks the event loop."""
     import asyncio
 
     rt = runtime()
-    call = _Call(rt, tool, args, framework, metadata, session_id, fail_open)
+    call = _Call(rt, tool, args, framework, metadata, session_id, fail_open, call_id)
     try:
         resp = await rt.client.arequest("POST", "/v1/calls", call.body,
                                         deadline=time.monotonic() + rt.config.timeout, call_id=call.call_id, tool=tool)
@@ -350,23 +455,30 @@ async def acheck_call(tool: str, args: Mapping[str, Any] | None = None, *, frame
         raise
     permit = call.created(resp)
     if permit is not None:
-        return permit
-    end = time.monotonic() + rt.config.approval_timeout
-    failures = 0
-    while True:
-        path, read_timeout, deadline = call.wait_params(end)
-        try:
-            resp = await rt.client.arequest("GET", path, deadline=deadline, read_timeout=read_timeout, attempts=1,
-                                            call_id=call.call_id, tool=tool)
-        except GatewayUnavailable:
-            failures += 1
-            await asyncio.sleep(min(max(0.0, end - time.monotonic()), _lost_backoff(failures)))
-            continue
-        failures = 0
-        raise_for_problem(resp, call_id=call.call_id, tool=tool)
-        permit = call.interpret(resp)
-        if permit is not None:
-            return permit
+        return await _asettle(call, permit)
+    return await _await(call, rt.config.approval_timeout)
+
+
+def resume(call_id: str, *, timeout: float | None = None) -> Permit:
+    """Pick up a call submitted earlier (e.g. before this process restarted) by its id: wait
+    while it is pending, then return the :class:`Permit` to run it once (approved calls are
+    claimed), or raise exactly as :func:`check_call` would (``ApprovalDenied``,
+    ``ApprovalExpired``, ``CallBlocked``). A call that was allowed, or already claimed or run,
+    raises :class:`~callgate.errors.AlreadyClaimed`: it must not run again.
+
+    ``timeout`` defaults to ``approval_timeout``. Run the tool, then report with the Permit
+    (``with permit: ...`` or ``permit.report(...)``).
+    """
+    rt = runtime()
+    call = _Call.existing(rt, call_id)
+    return _wait(call, rt.config.approval_timeout if timeout is None else timeout)
+
+
+async def aresume(call_id: str, *, timeout: float | None = None) -> Permit:
+    """:func:`resume` for coroutines."""
+    rt = runtime()
+    call = _Call.existing(rt, call_id)
+    return await _await(call, rt.config.approval_timeout if timeout is None else timeout)
 
 
 # -- guard --------------------------------------------------------------------------------

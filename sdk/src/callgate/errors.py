@@ -6,6 +6,7 @@
     ├── CallBlocked          the policy said block; the tool did not run
     ├── ApprovalDenied       a reviewer denied the call; the tool did not run
     ├── ApprovalExpired      nobody decided in time (gateway expiry or approval_timeout)
+    ├── AlreadyClaimed       the call's one-shot execution claim was already used: it must not run again
     ├── GatewayUnavailable   transport failure, 5xx/429 after retries, circuit open, deadline
     ├── GatewayRejected      401/403/409/422...: misconfiguration or a protocol error; never retried
     └── ConfigurationError   not configured, bad URL, bad option
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AlreadyClaimed",
     "ApprovalDenied",
     "ApprovalExpired",
     "CallBlocked",
@@ -83,6 +85,21 @@ class ApprovalExpired(CallgateError):
         if reason:
             msg += f": {reason}"
         super().__init__(msg, call_id=call_id, tool=tool, reason=reason)
+
+
+class AlreadyClaimed(CallgateError):
+    """The call was already claimed for execution (by this process before a crash, or by another
+    process sharing the call id), or has already run: running it again could repeat its side
+    effects, so it does not run (at-most-once, security.md §5.3). ``status`` is the call's status
+    on the gateway when known (``running``, ``succeeded``, ``failed``, ``allowed``)."""
+
+    def __init__(self, detail: str | None = None, *, call_id: str | None = None, tool: str | None = None,
+                 status: str | None = None) -> None:
+        self.status = status
+        msg = f"callgate: {tool or 'the call'} was already claimed for execution; it will not run again"
+        if detail:
+            msg += f": {detail}"
+        super().__init__(msg, call_id=call_id, tool=tool, reason=detail)
 
 
 class GatewayUnavailable(CallgateError):
