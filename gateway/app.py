@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gateway import policy_store
 from gateway.api import calls, health
+from gateway.approvals import announce
 from gateway.body_limit import BodySizeLimitMiddleware
 from gateway.commit_queue import CommitQueue
 from gateway.config import Settings
@@ -23,6 +24,7 @@ from gateway.expiry import sweep_expired
 from gateway.metrics import Metrics
 from gateway.notify import Notifier
 from gateway.problems import install_problem_handlers, problem_response
+from gateway.pubsub import RedisBridge
 from gateway.runtime import Runtime
 
 log = logging.getLogger("callgate.gateway")
@@ -36,13 +38,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = build_runtime(settings)
         runtime.notifier.bind(asyncio.get_running_loop())
+        if settings.redis_url:
+            # Production: decisions and sweeps made by other processes wake this worker's long-polls.
+            runtime.pubsub = RedisBridge(settings.redis_url, runtime.notifier)
+            await runtime.pubsub.start()
         app.state.runtime = runtime
+        # Embedded mode sweeps in-process; with Redis, Celery beat runs the sweep (gateway.worker).
         sweeper = None if settings.redis_url else asyncio.create_task(_sweep_forever(runtime))
         try:
             yield
         finally:
             if sweeper is not None:
                 sweeper.cancel()
+            if runtime.pubsub is not None:
+                await runtime.pubsub.stop()
             runtime.commit_queue.stop()
             runtime.writer.dispose()
             runtime.reader.dispose()
@@ -69,6 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(calls.router)
     app.include_router(health.router)
+    from console import install as install_console  # the reviewer console: pages, static files, headers
+
+    install_console(app, settings)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, path_prefixes=("/v1/",))
     return app
 
@@ -77,8 +89,7 @@ async def _sweep_forever(runtime: Runtime, interval: float = 5.0) -> None:
     """Embedded mode's stand-in for Celery beat: expire overdue approvals in-process."""
     while True:
         try:
-            for call_id in await runtime.commit_queue.run(sweep_expired):
-                runtime.notifier.publish(call_id)
+            await announce(runtime, await runtime.commit_queue.run(sweep_expired))
         except Exception:  # noqa: BLE001 - a failed sweep is retried on the next tick
             log.exception("expiry sweep failed")
         await asyncio.sleep(interval)
@@ -100,5 +111,5 @@ def build_runtime(settings: Settings) -> Runtime:
     queue.start()
     return Runtime(
         settings=settings, writer=writer, reader=reader, commit_queue=queue, policy=policy, secret=secret,
-        metrics=metrics, notifier=Notifier(),
+        metrics=metrics, notifier=Notifier(), recheck_seconds=settings.resolved_recheck_seconds(),
     )
