@@ -20,9 +20,9 @@ from sqlalchemy import Connection, insert, select, update
 
 from callgate.redaction import redact
 from gateway.audit import Actor, AuditBatch
-from gateway.auth import authenticate, require_agent
+from gateway.auth import authenticate, authenticate_many, require_agent
 from gateway.expiry import effective_status
-from gateway.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from gateway.errors import Conflict, DomainError, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from gateway.keys import ParsedKey, Principal
 from gateway.models import ToolCall
 from gateway.policy_store import ActivePolicy
@@ -143,24 +143,76 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _load_many(conn: Connection, call_ids: set[str]) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(select(ToolCall.__table__).where(ToolCall.id.in_(sorted(call_ids)))).mappings()
+    return {row["id"]: dict(row) for row in rows}
+
+
 def _load(conn: Connection, call_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(ToolCall.__table__).where(ToolCall.id == call_id)).mappings().first()
     return dict(row) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One ``POST /v1/calls`` waiting for the group commit."""
+
+    incoming: IncomingCall
+    key: ParsedKey | None
+    pepper: bytes
+    policy: ActivePolicy
+
+
+def submit_calls(conn: Connection, audit: AuditBatch, submissions: list[Submission]) -> list[CallView | DomainError]:
+    """Decide and record every queued submission with set-based statements: one key SELECT, one
+    call SELECT and one multi-row INSERT per group commit, however many requests it holds (P3).
+
+    Each submission is answered on its own: a bad key or a reused id fails only that one. A
+    repeated id within the batch is a replay of the first, exactly as if it came a moment later."""
+    principals = authenticate_many(conn, [s.key for s in submissions], pepper=submissions[0].pepper)
+    known = _load_many(conn, {s.incoming.id for s in submissions})
+    results: list[CallView | DomainError] = []
+    new_rows: list[dict[str, Any]] = []
+    for submission, principal in zip(submissions, principals, strict=True):
+        try:
+            if isinstance(principal, DomainError):
+                raise principal
+            view = _decide_submission(audit, submission, principal, known.get(submission.incoming.id))
+        except DomainError as exc:
+            results.append(exc)
+            continue
+        if view.created:
+            new_rows.append(view.row)
+            known[view.row["id"]] = view.row
+        results.append(view)
+    if new_rows:
+        conn.execute(insert(ToolCall.__table__), new_rows)
+    return results
 
 
 def submit_call(
     conn: Connection, audit: AuditBatch, *, incoming: IncomingCall, key: ParsedKey | None, pepper: bytes,
     policy: ActivePolicy,
 ) -> CallView:
-    """Authenticate, then either replay the existing call with this id or decide and record it."""
-    principal = authenticate(conn, key, pepper=pepper)
+    """``submit_calls`` for a single call; raises its ``DomainError``."""
+    result = submit_calls(conn, audit, [Submission(incoming, key, pepper, policy)])[0]
+    if isinstance(result, DomainError):
+        raise result
+    return result
+
+
+def _decide_submission(
+    audit: AuditBatch, submission: Submission, principal: Principal, existing: dict[str, Any] | None
+) -> CallView:
+    """Replay the existing call with this id, or decide a new one and queue its audit events.
+    Raises its ``DomainError`` before queueing anything."""
+    incoming, policy = submission.incoming, submission.policy
     agent = require_agent(principal)
     if incoming.declared_agent is not None and incoming.declared_agent != agent:
         raise Forbidden(
             f"body says agent {incoming.declared_agent!r} but the API key belongs to agent {agent!r}",
             code="agent_mismatch",
         )
-    existing = _load(conn, incoming.id)
     if existing is not None:
         if existing["agent"] != agent or existing["fingerprint"] != incoming.fingerprint:
             raise Unprocessable(
@@ -212,7 +264,6 @@ def submit_call(
         "outcome_at": None,
         "outcome_fingerprint": None,
     }
-    conn.execute(insert(ToolCall.__table__).values(row))
     actor = Actor("agent_key", principal.key_id)
     audit.add(
         "tool_call.received",

@@ -32,10 +32,18 @@ T = TypeVar("T")
 Work = Callable[[Connection, AuditBatch], T]
 
 
+#: A set-based unit: handles every queued payload of its kind in one go (e.g. one SELECT for all
+#: keys, one multi-row INSERT) and answers each with a result or the ``DomainError`` to raise.
+#: It must write and queue audit events only for the payloads it answers with a result.
+BatchWork = Callable[[Connection, AuditBatch, list[Any]], list[Any]]
+
+
 @dataclass(slots=True)
 class _Item(Generic[T]):
-    work: Work[T]
+    work: Work[T] | None
     future: Future[T]
+    batch: BatchWork | None = None
+    payload: Any = None
 
 
 _STOP = object()
@@ -49,6 +57,7 @@ class CommitQueue:
         self._batch_max = batch_max
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._stopped = False  # work may be queued before start(); after stop() it is refused
         self._conn: Connection | None = None
         self._on_batch = on_batch
 
@@ -58,6 +67,7 @@ class CommitQueue:
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        self._stopped = True
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join(timeout)
@@ -65,11 +75,24 @@ class CommitQueue:
 
     def submit(self, work: Work[T]) -> Future[T]:
         future: Future[T] = Future()
-        if self._thread is None:
-            future.set_exception(RuntimeError("commit queue is not running"))
+        if self._stopped:
+            future.set_exception(RuntimeError("commit queue is stopped"))
         else:
             self._queue.put(_Item(work, future))
         return future
+
+    def submit_batched(self, batch: BatchWork, payload: Any) -> Future[Any]:
+        """Queue ``payload`` for ``batch``, which runs once per group commit for all its payloads."""
+        future: Future[Any] = Future()
+        if self._stopped:
+            future.set_exception(RuntimeError("commit queue is stopped"))
+        else:
+            self._queue.put(_Item(None, future, batch, payload))
+        return future
+
+    async def run_batched(self, batch: BatchWork, payload: Any) -> Any:
+        """Queue a payload for a set-based unit and wait for its commit without blocking the loop."""
+        return await asyncio.wrap_future(self.submit_batched(batch, payload))
 
     async def run(self, work: Work[T]) -> T:
         """Queue ``work`` and wait for its commit without blocking the event loop."""
@@ -134,17 +157,31 @@ class CommitQueue:
     def _execute(self, items: list[_Item[Any]]) -> list[tuple[bool, Any]]:
         conn = self._connection()
         audit = AuditBatch()
-        outcomes: list[tuple[bool, Any]] = []
+        outcomes: list[tuple[bool, Any] | None] = [None] * len(items)
+        groups: dict[BatchWork, list[int]] = {}
+        for index, item in enumerate(items):
+            if item.batch is not None:
+                groups.setdefault(item.batch, []).append(index)
         with conn.begin():
-            for item in items:
+            for index, item in enumerate(items):
+                if item.batch is not None:
+                    members = groups.get(item.batch)
+                    if members is None or members[0] != index:
+                        continue  # handled with the first payload of its kind
+                    results = item.batch(conn, audit, [items[i].payload for i in members])
+                    for i, result in zip(members, results, strict=True):
+                        outcomes[i] = (not isinstance(result, DomainError), result)
+                    del groups[item.batch]
+                    continue
+                assert item.work is not None
                 mark = audit.mark()
                 try:
-                    outcomes.append((True, item.work(conn, audit)))
+                    outcomes[index] = (True, item.work(conn, audit))
                 except DomainError as exc:
                     audit.rollback_to(mark)
-                    outcomes.append((False, exc))
+                    outcomes[index] = (False, exc)
             audit.flush(conn)
-        return outcomes
+        return [o for o in outcomes if o is not None]
 
     def _reset_connection(self, exc: BaseException) -> None:
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:

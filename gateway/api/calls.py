@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from gateway.calls import CallView, claim_call, prepare_call, read_call, record_outcome, submit_call
+from gateway.calls import CallView, Submission, claim_call, prepare_call, read_call, record_outcome, submit_calls
 from gateway.errors import NotFound, Unauthorized
 from gateway.keys import parse_bearer
 from gateway.problems import problem_responses
@@ -93,9 +93,7 @@ async def create_call(request: Request) -> Response:
     body = await _strict_body(request, CallCreate)
     incoming = prepare_call(body, secret=rt.secret, max_args_bytes=rt.settings.max_args_bytes)
     policy = rt.policy
-    view: CallView = await rt.commit_queue.run(
-        lambda conn, audit: submit_call(conn, audit, incoming=incoming, key=key, pepper=rt.secret, policy=policy)
-    )
+    view: CallView = await rt.commit_queue.run_batched(submit_calls, Submission(incoming, key, rt.secret, policy))
     if view.created:
         rt.metrics.decisions.labels(incoming.tool, view.row["decision"]).inc()
         rt.metrics.decision_seconds.observe(time.perf_counter() - started)

@@ -101,8 +101,20 @@ class TestCommitQueue:
         with engine.connect() as conn:
             assert verify_rows(stream_rows(conn)).events == 3
 
+    def test_work_queued_before_start_runs_in_one_batch(self, engine: Engine) -> None:
+        """Units queued before the thread starts are committed together once it does."""
+        sizes: list[int] = []
+        q = CommitQueue(engine, on_batch=lambda size, _s: sizes.append(size))
+        futures = [q.submit(insert_version(i)) for i in range(5)]
+        q.start()
+        assert [f.result(10) for f in futures] == list(range(5))
+        q.stop()
+        assert sizes == [5]
+
     def test_stopped_queue_refuses_work(self, engine: Engine) -> None:
-        """Work submitted to a queue that is not running fails at once instead of hanging."""
+        """Work submitted to a stopped queue fails at once instead of hanging."""
         q = CommitQueue(engine)
+        q.start()
+        q.stop()
         with pytest.raises(RuntimeError):
             q.run_sync(insert_version(1), timeout=1)
