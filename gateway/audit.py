@@ -25,6 +25,7 @@ from gateway.models import AuditEvent
 GENESIS_HASH = b"\x00" * 32
 RECORD_VERSION = 1
 AUDIT_LOCK_KEY = 0x7463_675F_6175_6469  # any constant bigint; "tcg_audi"
+_PG_LOCKED_HEAD = text("SELECT head_seq, head_hash FROM audit_chain_head(:k)")
 
 
 def utc_now_rfc3339() -> str:
@@ -74,12 +75,13 @@ class AuditBatch:
         if not self.events:
             return 0
         if conn.dialect.name == "postgresql":
-            # READ COMMITTED: the head read below sees every chain append committed before
-            # the lock was granted (security.md §4.4).
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
-        head = conn.execute(
-            select(AuditEvent.seq, AuditEvent.row_hash).order_by(AuditEvent.seq.desc()).limit(1)
-        ).first()
+            # Lock, then read the head with a fresh READ COMMITTED snapshot, in one round trip
+            # (migration 0003): the head includes every append committed before the lock.
+            head = conn.execute(_PG_LOCKED_HEAD, {"k": AUDIT_LOCK_KEY}).first()
+        else:  # SQLite: BEGIN IMMEDIATE already holds the database's write lock
+            head = conn.execute(
+                select(AuditEvent.seq, AuditEvent.row_hash).order_by(AuditEvent.seq.desc()).limit(1)
+            ).first()
         seq, prev = (head[0], bytes(head[1])) if head else (0, GENESIS_HASH)
         rows = []
         recorded_at = utc_now_rfc3339()

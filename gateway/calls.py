@@ -44,12 +44,14 @@ class IncomingCall:
     tool: str
     raw_args: dict[str, Any]
     args_json: str  # redacted, canonical
+    args_redacted: Any  # the same, as an object (what the audit record embeds)
     args_fp: str
     redactions: list[list[str]]
     declared_agent: str | None
     session_id: str | None
     framework: str | None
     metadata_json: str  # redacted, canonical
+    metadata_redacted: Any
     fail_open: bool
     fingerprint: str
 
@@ -67,7 +69,8 @@ def prepare_call(body: dict[str, Any], *, secret: bytes, max_args_bytes: int) ->
             limit_bytes=max_args_bytes,
         )
     args_fp = hmac.new(secret, rfc8785.dumps(raw_args), hashlib.sha256).hexdigest()
-    metadata_json = _dumps(redact(body.get("metadata") or {}).value)
+    metadata_redacted = redact(body.get("metadata") or {}).value
+    metadata_json = _dumps(metadata_redacted)
     identity = {
         "tool": body["tool"],
         "args_fp": args_fp,
@@ -81,12 +84,14 @@ def prepare_call(body: dict[str, Any], *, secret: bytes, max_args_bytes: int) ->
         tool=body["tool"],
         raw_args=raw_args,
         args_json=args_json,
+        args_redacted=redacted.value,
         args_fp=args_fp,
         redactions=[[pointer, rule] for pointer, rule in redacted.report],
         declared_agent=body.get("agent"),
         session_id=body.get("session_id"),
         framework=body.get("framework"),
         metadata_json=metadata_json,
+        metadata_redacted=metadata_redacted,
         fail_open=identity["fail_open"],
         fingerprint=hashlib.sha256(rfc8785.dumps(identity)).hexdigest(),
     )
@@ -270,13 +275,13 @@ def _decide_submission(
         actor,
         {
             "tool": incoming.tool,
-            "args": json.loads(incoming.args_json),
+            "args": incoming.args_redacted,
             "args_hmac": incoming.args_fp,
             "redactions": incoming.redactions,
             "agent": agent,
             "session_id": incoming.session_id,
             "framework": incoming.framework,
-            "metadata": json.loads(incoming.metadata_json),
+            "metadata": incoming.metadata_redacted,
         },
         incoming.id,
     )

@@ -263,3 +263,32 @@ class TestCanonicalCheck:
             if other != canonical:
                 with pytest.raises(ValueError):
                     check.record(other)
+
+
+class TestConcurrentWriters:
+    def test_independent_writers_keep_one_contiguous_chain(self, database_url: str) -> None:
+        """Writers on separate connections (as separate gateway processes are) never fork the chain."""
+        import threading
+
+        engines = [make_engine(database_url, writer=True) for _ in range(4)]
+        errors: list[BaseException] = []
+
+        def write(engine: Engine, worker: int) -> None:
+            try:
+                for i in range(40):
+                    with engine.begin() as conn:
+                        append_events(conn, [("test.concurrent", SYSTEM, {"w": worker, "i": i}, None)] * 2)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(e, n)) for n, e in enumerate(engines)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        with engines[0].connect() as conn:
+            result = verify_rows(stream_rows(conn))
+        for e in engines:
+            e.dispose()
+        assert result.ok and result.events == 4 * 40 * 2
