@@ -16,30 +16,19 @@ LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 def authenticate(conn: Connection, parsed: ParsedKey | None, *, pepper: bytes, touch: bool = True) -> Principal:
     """The key's principal, or ``Unauthorized``. ``touch`` records use at most once a minute."""
-    if parsed is None:
-        raise Unauthorized("missing or malformed API key", code="invalid_api_key")
-    row = conn.execute(
-        select(
-            ApiKey.kind, ApiKey.agent, ApiKey.secret_sha256, ApiKey.expires_at, ApiKey.revoked_at, ApiKey.last_used_at
-        ).where(ApiKey.key_id == parsed.key_id)
-    ).first()
-    now = datetime.now(UTC)
-    principal = check_stored_key(parsed, tuple(row[:5]) if row else None, pepper=pepper, now=now)  # type: ignore[arg-type]
-    if principal is None:
-        raise Unauthorized("unknown, revoked or expired API key", code="invalid_api_key")
-    last_used = row[5] if row else None
-    if touch and (last_used is None or _aware(last_used) < now - LAST_USED_GRANULARITY):
-        conn.execute(update(ApiKey).where(ApiKey.key_id == parsed.key_id).values(last_used_at=now))
-    return principal
+    result = authenticate_many(conn, [parsed], pepper=pepper, touch=touch)[0]
+    if isinstance(result, Unauthorized):
+        raise result
+    return result
 
 
 def authenticate_many(
-    conn: Connection, keys: Sequence[ParsedKey | None], *, pepper: bytes
+    conn: Connection, keys: Sequence[ParsedKey | None], *, pepper: bytes, touch: bool = True
 ) -> list[Principal | Unauthorized]:
-    """``authenticate`` for a whole group commit: one SELECT and at most one UPDATE for all keys.
+    """Authenticate every key of a group commit with one SELECT and at most one UPDATE.
 
-    Each entry is the key's principal or the ``Unauthorized`` to answer; the checks per key are
-    exactly those of ``authenticate`` (same constant-time comparison, same expiry and revocation).
+    Each entry is the key's principal or the ``Unauthorized`` to answer. No positive cache:
+    revocation is effective on the next request. ``touch`` records use at most once a minute.
     """
     key_ids = sorted({k.key_id for k in keys if k is not None})
     rows = {}
@@ -63,7 +52,7 @@ def authenticate_many(
         if principal is None:
             results.append(Unauthorized("unknown, revoked or expired API key", code="invalid_api_key"))
             continue
-        if row is not None and (row[5] is None or _aware(row[5]) < now - LAST_USED_GRANULARITY):
+        if touch and row is not None and (row[5] is None or _aware(row[5]) < now - LAST_USED_GRANULARITY):
             stale.add(parsed.key_id)
         results.append(principal)
     if stale:

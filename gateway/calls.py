@@ -154,8 +154,7 @@ def _load_many(conn: Connection, call_ids: set[str]) -> dict[str, dict[str, Any]
 
 
 def _load(conn: Connection, call_id: str) -> dict[str, Any] | None:
-    row = conn.execute(select(ToolCall.__table__).where(ToolCall.id == call_id)).mappings().first()
-    return dict(row) if row else None
+    return _load_many(conn, {call_id}).get(call_id)
 
 
 @dataclass(frozen=True, slots=True)

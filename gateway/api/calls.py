@@ -108,7 +108,7 @@ async def create_call(request: Request) -> Response:
 )
 async def read_call_route(
     request: Request,
-    call_id: str = ...,  # type: ignore[assignment]
+    call_id: str,
     wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="Hold up to this many seconds while pending."),
 ) -> Response:
     """The call as recorded. With ``wait``, a pending call is held until it is decided or the wait
