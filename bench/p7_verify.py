@@ -36,80 +36,14 @@ from typing import Any, Iterable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-_INT_MAX = 2**53 - 1
 
 
-def exact_verify_rows(rows: Iterable[Any], *, start_seq: int = 1, trusted_hash: bytes | None = None) -> Any:
-    """Reference for gateway.audit.verify_rows: identical checks, but every row re-canonicalized by rfc8785.
+def exact_verify_rows(rows: Iterable[Any]) -> Any:
+    """The reference: gateway.audit.verify_rows with every row re-canonicalized by rfc8785
+    (``exact_canonical_record``) instead of the C-encoder fast path."""
+    from gateway.audit import exact_canonical_record, verify_rows
 
-    The stored text is canonical iff ``rfc8785.dumps(json.loads(text)) == text``. For ASCII text
-    with no floats, no NaN/Infinity and no integers outside ±(2**53-1), RFC 8785 output equals
-    ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` (C encoder; same
-    string escapes; code-point key order == UTF-16 order for ASCII keys). So: accept when that
-    fast form equals the text and none of those flags was raised; otherwise fall back to the
-    exact rfc8785 check. The fast path can only say "canonical" when rfc8785 would too.
-    """
-    import rfc8785
-
-    from gateway.audit import GENESIS_HASH, VerifyResult
-
-    expected_seq = start_seq
-    prev = GENESIS_HASH if trusted_hash is None else trusted_hash
-    count = 0
-    sha256 = hashlib.sha256
-    flags: list[int] = []
-
-    def _float(s: str) -> float:
-        flags.append(1)
-        return float(s)
-
-    def _int(s: str) -> int:
-        v = int(s)
-        if v > _INT_MAX or v < -_INT_MAX:
-            flags.append(1)
-        return v
-
-    def _const(s: str) -> float:
-        flags.append(1)
-        return float(s)
-
-    decode = json.JSONDecoder(parse_float=_float, parse_int=_int, parse_constant=_const).decode
-    encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-
-    def bad(seq: int, reason: str, detail: str) -> Any:
-        return VerifyResult(False, count, expected_seq - 1, prev.hex(), seq, reason, detail)
-
-    for row in rows:
-        if row.seq != expected_seq:
-            return bad(expected_seq, "gap", f"expected seq {expected_seq}, found {row.seq}")
-        if row.prev_hash != prev:
-            return bad(row.seq, "prev_hash_mismatch", f"expected {prev.hex()}, stored {row.prev_hash.hex()}")
-        text = row.canonical
-        canonical = text.encode()
-        actual = sha256(prev + canonical).digest()
-        if actual != row.row_hash:
-            return bad(row.seq, "row_hash_mismatch", f"computed {actual.hex()}, stored {row.row_hash.hex()}")
-        try:
-            flags.clear()
-            record = decode(text)
-            if True:  # always the exact rfc8785 check: this is the reference
-
-                record = json.loads(canonical)
-                if rfc8785.dumps(record) != canonical:
-                    return bad(row.seq, "not_canonical", "stored text is not in RFC 8785 canonical form")
-        except (ValueError, rfc8785.CanonicalizationError) as exc:
-            return bad(row.seq, "not_canonical", f"stored record is not canonical JSON: {exc}")
-        if (
-            record.get("seq") != row.seq
-            or record.get("event_id") != row.event_id
-            or record.get("event_type") != row.event_type
-            or record.get("tool_call_id") != row.tool_call_id
-        ):
-            return bad(row.seq, "column_mismatch", "seq/event_id/event_type/tool_call_id differ from the record")
-        prev = row.row_hash
-        expected_seq += 1
-        count += 1
-    return VerifyResult(True, count, expected_seq - 1, prev.hex())
+    return verify_rows(rows, canonical_record=exact_canonical_record)
 
 
 def make_events(start: int, n: int) -> list[tuple[str, Any, dict, str | None]]:
