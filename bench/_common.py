@@ -16,8 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,9 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS = BENCH_DIR / "results"
-PG_ADMIN_DSN = os.environ.get("BENCH_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-PG_URL_PREFIX = os.environ.get("BENCH_PG_URL_PREFIX", "postgresql+psycopg://postgres@127.0.0.1:5432/")
+sys.path.insert(0, str(REPO))  # one copy of the process and database helpers: the tests' own
+from tests.e2e.processes import wait_until_ready  # noqa: E402
+from tests.pg import PG_URL_PREFIX, throwaway_database  # noqa: E402
 SECRET = "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 CALLGATE = [sys.executable, "-m", "gateway.cli"]
 
@@ -134,17 +133,9 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
 
 @contextlib.contextmanager
 def pg_database(prefix: str) -> Iterator[str]:
-    """CREATE a throwaway database, yield its SQLAlchemy URL, DROP it (WITH FORCE) afterwards."""
-    import psycopg
-
-    name = f"bench_{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    """A throwaway database (the tests' helper), as a SQLAlchemy URL; dropped afterwards."""
+    with throwaway_database(f"bench_{prefix}") as name:
         yield PG_URL_PREFIX + name
-    finally:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def libpq_dsn(sqlalchemy_url: str) -> str:
@@ -219,20 +210,8 @@ def start_gateway(env: dict[str, str], workdir: Path, *, workers: int = 1, ready
     )
     log_file.close()
     proc = Proc(popen, log_path, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + ready_timeout
     try:
-        while True:
-            if popen.poll() is not None:
-                raise RuntimeError(f"callgate serve exited {popen.returncode}:\n{proc.log()}")
-            try:
-                with urllib.request.urlopen(proc.url + "/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"callgate serve not ready after {ready_timeout}s:\n{proc.log()}")
-            time.sleep(0.1)
+        wait_until_ready(proc.url, popen, proc.log, ready_timeout)
     except BaseException:
         proc.stop()
         raise

@@ -7,23 +7,15 @@ schema is always the one Alembic makes (never ``create_all``).
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
+import callgate
 from gateway.migrate import upgrade
-
-PG_ADMIN_DSN = os.environ.get("CALLGATE_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-PG_URL_PREFIX = os.environ.get("CALLGATE_TEST_PG_URL_PREFIX", "postgresql+psycopg://postgres@127.0.0.1:5432/")
-
-
-def _pg_admin() -> psycopg.Connection:
-    return psycopg.connect(PG_ADMIN_DSN, autocommit=True)
+from tests.pg import PG_URL_PREFIX, throwaway_database
 
 
 @pytest.fixture(scope="session")
@@ -35,15 +27,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
-    name = f"cg_tpl_{uuid.uuid4().hex[:12]}"
-    with _pg_admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with throwaway_database("cg_tpl") as name:
         upgrade(PG_URL_PREFIX + name)
         yield name
-    finally:
-        with _pg_admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _sqlite_copy(template: Path, target_dir: Path) -> str:
@@ -54,14 +40,23 @@ def _sqlite_copy(template: Path, target_dir: Path) -> str:
 
 @pytest.fixture
 def pg_database_url(pg_template: str) -> Iterator[str]:
-    name = f"cg_t_{uuid.uuid4().hex[:16]}"
-    with _pg_admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    try:
+    with throwaway_database("cg_t", template=pg_template) as name:
         yield PG_URL_PREFIX + name
-    finally:
-        with _pg_admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    """An empty PostgreSQL database (no migrations), for processes that migrate it themselves."""
+    with throwaway_database("cg_e2e") as name:
+        yield PG_URL_PREFIX + name
+
+
+@pytest.fixture
+def sdk_reset() -> Iterator[None]:
+    """A clean SDK configuration before and after the test (configure() is process-wide)."""
+    callgate.reset()
+    yield
+    callgate.reset()
 
 
 @pytest.fixture

@@ -8,10 +8,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CALLGATE = [sys.executable, "-m", "gateway.cli"]
 
@@ -41,6 +42,23 @@ class Served:
         return self.log_path.read_text(errors="replace")
 
 
+def wait_until_ready(url: str, process: subprocess.Popen[Any], log: Callable[[], str], timeout: float) -> None:
+    """Poll ``url``/readyz until it answers 200; fail with the process's log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"callgate serve exited {process.returncode}:\n{log()}")
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"callgate serve not ready after {timeout}s:\n{log()}")
+        time.sleep(0.1)
+
+
 @contextmanager
 def serve(env: dict[str, str], workdir: Path, *args: str, port: int | None = None, ready_timeout: float = 60) -> Iterator[Served]:
     """Start ``callgate serve`` on an ephemeral port and wait until /readyz answers."""
@@ -53,19 +71,7 @@ def serve(env: dict[str, str], workdir: Path, *args: str, port: int | None = Non
     )
     served = Served(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"callgate serve exited {process.returncode}:\n{served.log()}")
-            try:
-                with urllib.request.urlopen(served.url + "/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"callgate serve not ready after {ready_timeout}s:\n{served.log()}")
-            time.sleep(0.1)
+        wait_until_ready(served.url, process, served.log, ready_timeout)
         yield served
     finally:
         if process.poll() is None:

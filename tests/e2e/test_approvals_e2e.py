@@ -15,7 +15,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,12 +45,6 @@ policies:
         approval_timeout: 2s
 """
 
-
-@pytest.fixture
-def sdk_reset() -> Iterator[None]:
-    callgate.reset()
-    yield
-    callgate.reset()
 
 
 def make_env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 import uuid
-from collections.abc import Iterator
+
 from pathlib import Path
 
 import pytest
@@ -41,12 +41,6 @@ def env(empty_database_url: str, tmp_path: Path) -> dict[str, str]:
         "CALLGATE_ENV": "test",
     }
 
-
-@pytest.fixture
-def sdk_reset() -> Iterator[None]:
-    callgate.reset()
-    yield
-    callgate.reset()
 
 
 def _post(url: str, key: str, body: dict) -> tuple[int, dict]:

@@ -20,7 +20,7 @@ from gateway.db import make_engine
 from gateway.migrate import upgrade
 from gateway.models import AuditEvent
 
-from tests.conftest import PG_ADMIN_DSN, PG_URL_PREFIX
+from tests.pg import PG_ADMIN_DSN, PG_URL_PREFIX, throwaway_database
 
 
 def seed(engine: Engine, n: int = 5) -> None:
@@ -131,33 +131,31 @@ class TestPostgresAppendOnly:
 
     def test_the_app_role_lacks_the_privileges(self) -> None:
         """Migrated with CALLGATE_DB_APP_ROLE, the runtime role may only SELECT and INSERT the log."""
-        suffix = uuid.uuid4().hex[:10]
-        db_name, role = f"cg_role_{suffix}", f"cg_app_{suffix}"
+        role = f"cg_app_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{db_name}"')
             admin.execute(f'CREATE ROLE "{role}" LOGIN')
         try:
-            upgrade(PG_URL_PREFIX + db_name, app_role=role)
-            owner = make_engine(PG_URL_PREFIX + db_name, writer=True)
-            seed(owner)
-            owner.dispose()
-            app_dsn = PG_ADMIN_DSN.replace("user=postgres", f"user={role}").replace("dbname=postgres", f"dbname={db_name}")
-            with psycopg.connect(app_dsn, autocommit=True) as conn:
-                assert conn.execute("SELECT count(*) FROM audit_event").fetchone() == (5,)
-                for statement in (
-                    "UPDATE audit_event SET event_type = 'x'",
-                    "DELETE FROM audit_event",
-                    "TRUNCATE audit_event",
-                    "INSERT INTO audit_event SELECT * FROM audit_event WHERE seq = 1 "
-                    "ON CONFLICT (seq) DO UPDATE SET canonical = 'x'",
-                ):
-                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                        conn.execute(statement)
-                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="must be owner"):
-                    conn.execute("ALTER TABLE audit_event DISABLE TRIGGER ALL")
-        finally:
+            with throwaway_database("cg_role") as db_name:
+                upgrade(PG_URL_PREFIX + db_name, app_role=role)
+                owner = make_engine(PG_URL_PREFIX + db_name, writer=True)
+                seed(owner)
+                owner.dispose()
+                app_dsn = PG_ADMIN_DSN.replace("user=postgres", f"user={role}").replace("dbname=postgres", f"dbname={db_name}")
+                with psycopg.connect(app_dsn, autocommit=True) as conn:
+                    assert conn.execute("SELECT count(*) FROM audit_event").fetchone() == (5,)
+                    for statement in (
+                        "UPDATE audit_event SET event_type = 'x'",
+                        "DELETE FROM audit_event",
+                        "TRUNCATE audit_event",
+                        "INSERT INTO audit_event SELECT * FROM audit_event WHERE seq = 1 "
+                        "ON CONFLICT (seq) DO UPDATE SET canonical = 'x'",
+                    ):
+                        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                            conn.execute(statement)
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="must be owner"):
+                        conn.execute("ALTER TABLE audit_event DISABLE TRIGGER ALL")
+        finally:  # the database (and with it every grant to the role) is gone by now
             with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
                 admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
