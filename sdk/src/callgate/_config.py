@@ -52,7 +52,7 @@ class Config:
     approval_mode: ApprovalMode
     approval_timeout: float
     poll_wait: int
-    raise_on_block: bool
+    raise_on_block: bool | None
     redact: bool
     max_connections: int
     spool_dir: Path
@@ -65,7 +65,7 @@ class Config:
     def __init__(self, url: str, api_key: str | None, agent: str | None, **options: Any) -> None:
         values = {
             "timeout": 15.0, "connect_timeout": 2.0, "read_timeout": 10.0, "fail_mode": "closed",
-            "approval_mode": "wait", "approval_timeout": 900.0, "poll_wait": 25, "raise_on_block": True,
+            "approval_mode": "wait", "approval_timeout": 900.0, "poll_wait": 25, "raise_on_block": None,
             "redact": True, "max_connections": 32, "spool_dir": None, "exit_flush_timeout": 2.0,
             "circuit_threshold": 5, "circuit_reset": 30.0, "ssl_context": None, "integrations": True,
         }
@@ -140,7 +140,7 @@ def configure(
     fail_mode: FailMode = "closed",
     approval_mode: ApprovalMode = "wait",
     approval_timeout: float = 900.0,
-    raise_on_block: bool = True,
+    raise_on_block: bool | None = None,
     redact: bool = True,
     max_connections: int = 32,
     spool_dir: str | os.PathLike[str] | None = None,
@@ -155,8 +155,10 @@ def configure(
     decision; per-guard ``fail_open=True`` is the opt-in for read-only tools, and
     ``CALLGATE_SDK_FORCE_FAIL_CLOSED=1`` overrides every opt-in. ``approval_timeout``
     bounds how long a call waits for a human before it is treated as expired (denied).
-    ``raise_on_block=False`` makes a blocked/denied *guarded function* return the reason
-    as a string (for tools handed straight to an LLM) instead of raising.
+    ``raise_on_block``: by default (``None``) a blocked/denied *guarded function* raises, while a
+    framework tool call (LangChain, CrewAI, Agents SDK) returns the reason to the model in the
+    framework's own tool-error shape so the run continues. ``True`` makes both raise; ``False``
+    makes a guarded function return the reason as a string too.
     """
     url = url or os.environ.get("CALLGATE_URL")
     if not url:

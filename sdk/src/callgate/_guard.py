@@ -61,7 +61,9 @@ _redactor: Any = None
 
 
 # -- re-entrancy ------------------------------------------------------------------------
-_PASS: contextvars.ContextVar[object | None] = contextvars.ContextVar("callgate_pass", default=None)
+# The pass an outer enforcer hands to the next enforcer entered: (code identity, tool name key).
+_PASS: contextvars.ContextVar[tuple[object | None, str | None] | None] = contextvars.ContextVar(
+    "callgate_pass", default=None)
 
 
 def _target_key(target: Any) -> object:
@@ -81,32 +83,60 @@ def _target_key(target: Any) -> object:
     return target
 
 
+def tool_key(name: str) -> str:
+    """A tool name as every framework spells it: CrewAI's "Delete File" is its adapters' "delete_file"."""
+    out = []
+    sep = False
+    for ch in name.strip().lower():
+        if ch.isalnum():
+            if sep and out:
+                out.append("_")
+            out.append(ch)
+            sep = False
+        else:
+            sep = True
+    return "".join(out)
+
+
 @contextmanager
-def permitted(target: Any) -> Iterator[None]:
-    """Mark ``target`` as already checked for the invocation made inside this block."""
-    token = _PASS.set(_target_key(target))
+def permitted(target: Any = None, *, tool: str | None = None) -> Iterator[None]:
+    """Mark the invocation made inside this block as already checked: of ``target`` (the code it
+    runs) or of a tool named ``tool`` (a framework adapter that re-wraps the same tool under
+    another framework's class, e.g. CrewAI tools handed to LangGraph)."""
+    token = _PASS.set((_target_key(target) if target is not None else None,
+                       tool_key(tool) if tool else None))
     try:
         yield
     finally:
         _PASS.reset(token)
 
 
-def take_pass(target: Any) -> bool:
+def take_pass(target: Any = None, *, tool: str | None = None) -> bool:
     """Called by an enforcer on entry: True (skip the check) if an outer enforcer already
-    checked exactly this invocation. Always consumes the pass."""
+    checked exactly this invocation (same code, or same tool name). Always consumes the pass,
+    so whatever the tool body calls next is checked again."""
     current = _PASS.get()
     if current is None:
         return False
     _PASS.set(None)
-    return current is _target_key(target)
+    return _matches(current, target, tool)
 
 
-def already_checking(target: Any = None) -> bool:
-    """True while an outer enforcer's pass is pending (for ``target``, if given)."""
+def already_checking(target: Any = None, *, tool: str | None = None) -> bool:
+    """True while an outer enforcer's pass is pending (for ``target``/``tool``, if given)."""
     current = _PASS.get()
     if current is None:
         return False
-    return target is None or current is _target_key(target)
+    if target is None and tool is None:
+        return True
+    return _matches(current, target, tool)
+
+
+def _matches(current: tuple[object | None, str | None], target: Any, tool: str | None) -> bool:
+    held_target, held_tool = current
+    if target is not None and held_target is not None and held_target is _target_key(target):
+        return True
+    return tool is not None and held_tool is not None and held_tool == tool_key(tool)
 
 
 # -- permits ----------------------------------------------------------------------------
@@ -541,14 +571,14 @@ def guard(fn: Any = None, /, *, name: str | None = None, fail_open: bool | None 
 
     def denied(exc: CallgateError) -> Any:
         rob = raise_on_block if raise_on_block is not None else runtime().config.raise_on_block
-        if rob:
+        if rob is None or rob:  # configure()'s default (None) raises for guarded functions
             raise exc
         return str(exc)
 
     if inspect.iscoroutinefunction(fn):
 
         async def _arun(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            if take_pass(wrapped):
+            if take_pass(wrapped, tool=tool):
                 return await wrapped(*args, **kwargs)
             try:
                 permit = await acheck_call(tool, call_arguments(wrapped, instance, args, kwargs),
@@ -572,7 +602,7 @@ def guard(fn: Any = None, /, *, name: str | None = None, fail_open: bool | None 
 
     @wrapt.decorator
     def _wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        if take_pass(wrapped):
+        if take_pass(wrapped, tool=tool):
             return wrapped(*args, **kwargs)
         try:
             permit = check_call(tool, call_arguments(wrapped, instance, args, kwargs),
