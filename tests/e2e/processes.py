@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CALLGATE = [sys.executable, "-m", "gateway.cli"]
+#: The gateway runs in the project's main environment; the framework suites (each in its own
+#: environment under tests/envs/, without the server's dependencies) point this at it.
+CALLGATE = [os.environ.get("CALLGATE_GATEWAY_PYTHON") or sys.executable, "-m", "gateway.cli"]
 
 
 def free_port() -> int:
