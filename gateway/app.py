@@ -14,6 +14,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gateway import policy_store
 from gateway.api import calls, health
+from gateway.api import webhooks as webhooks_api
+from gateway.api import usage as usage_api
 from gateway.approvals import announce
 from gateway.body_limit import BodySizeLimitMiddleware
 from gateway.commit_queue import CommitQueue
@@ -26,6 +28,7 @@ from gateway.notify import Notifier
 from gateway.problems import install_problem_handlers, problem_response
 from gateway.pubsub import RedisBridge
 from gateway.runtime import Runtime
+from gateway.webhooks import dispatch as webhook_dispatch
 
 log = logging.getLogger("callgate.gateway")
 
@@ -45,11 +48,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         # Embedded mode sweeps in-process; with Redis, Celery beat runs the sweep (gateway.worker).
         sweeper = None if settings.redis_url else asyncio.create_task(_sweep_forever(runtime))
+        # Webhooks: an in-process delivery worker (embedded), or Celery kicks (with Redis).
+        runtime.webhooks = webhook_dispatch.start_for(runtime)
         try:
             yield
         finally:
             if sweeper is not None:
                 sweeper.cancel()
+            if runtime.webhooks is not None:
+                runtime.webhooks.stop()  # before the commit queue: it writes through it
             if runtime.pubsub is not None:
                 await runtime.pubsub.stop()
             runtime.commit_queue.stop()
@@ -77,7 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(calls.router)
+    app.include_router(usage_api.router)
     app.include_router(health.router)
+    app.include_router(webhooks_api.router)
     from console import install as install_console  # the reviewer console: pages, static files, headers
 
     install_console(app, settings)

@@ -4,7 +4,7 @@ The decision is ONE conditional UPDATE (``WHERE id = :id AND status = 'pending' 
 expires_at > :now``): of any number of concurrent clicks (console, Slack, CLI, several
 reviewers) exactly one changes the row; every other click matches zero rows and is told why
 (``already_decided`` or ``expired``), with nothing written. The winner's ``approval.decided``
-audit event goes into the same transaction as the status change.
+audit event and the call's webhook outbox rows go into the same transaction as the status change.
 
 Only humans decide (architecture.md, "Approval lifecycle"): there is no API-key route that calls
 this module. The callers are the console (a reviewer's session), Slack (a linked user) and the
@@ -28,6 +28,7 @@ from gateway.calls import CallView, _iso, _load
 from gateway.errors import Conflict, Forbidden, NotFound, Unprocessable
 from gateway.expiry import effective_status
 from gateway.models import ToolCall
+from gateway.webhooks.outbox import enqueue_decisions
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -90,6 +91,8 @@ def decide_call(
             code="already_decided", call_status=status, decided_by=row["decided_by"],
         )
     assert row is not None
+    # The webhook events, in this same transaction: they commit (or roll back) with the decision.
+    enqueue_decisions(conn, [row], now=now)
     audit.add(
         "approval.decided",
         actor,
@@ -113,9 +116,12 @@ async def decide(
 
 
 async def announce(runtime: Runtime, call_ids: list[str]) -> None:
-    """After a commit: wake local waiters at once, and other workers' through Redis if configured."""
+    """After a commit: wake local waiters at once, and other workers' through Redis if configured;
+    and get the calls' webhook events (already in the outbox) delivered now."""
     for call_id in call_ids:
         runtime.notifier.publish(call_id)
+    if runtime.webhooks is not None and call_ids:
+        runtime.webhooks.kick()
     if runtime.pubsub is not None and call_ids:
         await runtime.pubsub.publish(call_ids)
 

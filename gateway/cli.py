@@ -329,6 +329,8 @@ def calls() -> None:
     A decision made here wakes waiting agents through Redis when CALLGATE_REDIS_URL is set
     (milliseconds). Without Redis (embedded mode) the running gateway notices it at its next
     database re-check: within CALLGATE_RECHECK_SECONDS (0.25 s by default in embedded mode).
+    The decision's webhook events are sent by a Celery worker (kicked at once) with Redis, or by
+    the running gateway within CALLGATE_WEBHOOK_POLL_SECONDS (1 s) without.
     """
 
 
@@ -389,6 +391,10 @@ def _decide_command(ctx: click.Context, call_id: str, approve: bool, name: str, 
         if publisher is not None and not publisher.publish([view.row["id"]]):
             click.echo("warning: Redis unreachable; waiting agents resume at the gateway's next DB re-check",
                        err=True)
+        if settings.redis_url:  # its webhook events are in the outbox: have a Celery worker send them now
+            from gateway.webhooks.dispatch import send_delivery_task
+
+            send_delivery_task(settings.redis_url, settings.celery_queue)
     except Conflict as exc:
         _fail(exc.detail, EXIT_ALREADY_DECIDED)
     except DomainError as exc:
@@ -419,6 +425,136 @@ def calls_approve(ctx: click.Context, call_id: str, name: str, comment: str | No
 def calls_deny(ctx: click.Context, call_id: str, name: str, comment: str | None) -> None:
     """Deny a pending call. Exit 0 done, 1 already decided or expired, 2 usage error / unknown call."""
     _decide_command(ctx, call_id, False, name, comment)
+
+
+# -- webhooks --------------------------------------------------------------------------------
+
+
+@main.group()
+def webhooks() -> None:
+    """Register signed webhook endpoints for agents' approval decisions, and inspect deliveries.
+
+    \b
+    When a call is approved, denied or expires, every enabled endpoint of its agent gets a
+    Standard-Webhooks-signed POST (type approval.decided), retried with backoff until a 2xx.
+    """
+
+
+@webhooks.command("add")
+@click.option("--agent", required=True, help="The agent whose decisions are sent.")
+@click.option("--url", required=True, help="https (or http) URL on a public address.")
+@click.pass_context
+def webhooks_add(ctx: click.Context, agent: str, url: str) -> None:
+    """Register an endpoint. Its signing secret is printed alone on the last line of stdout, once."""
+    from gateway.audit import AuditBatch
+    from gateway.errors import DomainError
+    from gateway.webhooks.endpoints import check_url, register_endpoint
+
+    settings = _settings(ctx)
+    try:
+        destination = check_url(url, allow_private=settings.webhook_allow_private)
+    except DomainError as exc:
+        _fail(exc.detail)
+    engine = _engine(settings)
+    try:
+        with engine.connect() as conn, conn.begin():
+            audit = AuditBatch()
+            registered = register_endpoint(conn, audit, agent=agent, destination=destination, actor=_operator())
+            audit.flush(conn)
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        engine.dispose()
+    endpoint = registered.endpoint
+    click.echo(f"registered webhook {endpoint['id']} for agent {endpoint['agent']}: {endpoint['url']}\n"
+               "signing secret (shown once; verify deliveries with it):", err=True)
+    click.echo(registered.secret)
+
+
+@webhooks.command("list")
+@click.option("--agent", default=None, help="Only this agent's endpoints.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@click.pass_context
+def webhooks_list(ctx: click.Context, agent: str | None, as_json: bool) -> None:
+    """List endpoints (secrets are never shown again)."""
+    from gateway.webhooks.endpoints import list_endpoints
+
+    engine = _engine(_settings(ctx))
+    try:
+        with engine.connect() as conn:
+            rows = list_endpoints(conn, agent=agent)
+    finally:
+        engine.dispose()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo("no webhook endpoints", err=True)
+        return
+    click.echo(f"{'ENDPOINT ID':<21}{'AGENT':<20}{'STATE':<10}{'CREATED':<21}URL")
+    for r in rows:
+        state = "enabled" if r["enabled"] else "disabled"
+        click.echo(f"{r['id']:<21}{str(r['agent'])[:19]:<20}{state:<10}{str(r['created_at'])[:19]:<21}{r['url']}")
+
+
+@webhooks.command("disable")
+@click.argument("endpoint_id")
+@click.pass_context
+def webhooks_disable(ctx: click.Context, endpoint_id: str) -> None:
+    """Disable an endpoint; its undelivered messages end as failed. Exit 1 if already disabled."""
+    from gateway.audit import AuditBatch
+    from gateway.errors import Conflict, DomainError
+    from gateway.webhooks.endpoints import disable_endpoint
+
+    engine = _engine(_settings(ctx))
+    try:
+        with engine.connect() as conn, conn.begin():
+            audit = AuditBatch()
+            disable_endpoint(conn, audit, endpoint_id=endpoint_id.strip(), actor=_operator())
+            audit.flush(conn)
+    except Conflict as exc:
+        _fail(exc.detail, 1)
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        engine.dispose()
+    click.echo(f"disabled {endpoint_id}", err=True)
+
+
+@webhooks.command("deliveries")
+@click.option("--endpoint", "endpoint_id", default=None, help="Only this endpoint's messages.")
+@click.option("--status", type=click.Choice(["pending", "delivered", "failed"]), default=None,
+              help="Only messages in this state.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines (each message with its attempts).")
+@click.pass_context
+def webhooks_deliveries(ctx: click.Context, endpoint_id: str | None, status: str | None, limit: int,
+                        as_json: bool) -> None:
+    """Messages, newest first, with their state, attempts and last error."""
+    from gateway.webhooks.endpoints import get_endpoint
+    from gateway.webhooks.history import list_messages
+
+    engine = _engine(_settings(ctx))
+    try:
+        with engine.connect() as conn:
+            if endpoint_id is not None and get_endpoint(conn, endpoint_id) is None:
+                _fail(f"no webhook endpoint {endpoint_id}")
+            rows = list_messages(conn, endpoint_id=endpoint_id, status=status, limit=limit)
+    finally:
+        engine.dispose()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("no webhook messages", err=True)
+        return
+    click.echo(f"{'MESSAGE ID':<42}{'ENDPOINT':<21}{'STATUS':<11}{'TRIES':<7}{'CALL ID':<38}LAST ERROR / DELIVERED")
+    for r in rows:
+        tail = r["delivered_at"] if r["status"] == "delivered" else (r["last_error"] or "-")
+        click.echo(f"{r['message_id']:<42}{r['endpoint_id']:<21}{r['status']:<11}{r['attempts']:<7}"
+                   f"{str(r['call_id'] or '-'):<38}{str(tail)[:80]}")
 
 
 # -- policies --------------------------------------------------------------------------------

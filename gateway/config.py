@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("callgate-data")
@@ -43,6 +43,42 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `callgate serve` binds to.")
     port: int = Field(default=8080, description="Port `callgate serve` listens on.")
+    public_url: str = Field(
+        default="",
+        description="The console's address as browsers see it, e.g. https://callgate.example.com (scheme, host, "
+        "optional port; no path). Set it behind a TLS-terminating proxy: console POSTs are then accepted only "
+        "from this origin. Empty: the origin each request was addressed to.",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _origin_only(cls, value: str) -> str:
+        """Normalized to ``scheme://host[:port]`` (lower case, default port dropped): the exact form
+        browsers send in ``Origin``, so the console can compare strings."""
+        import ipaddress
+        import re
+        from urllib.parse import urlsplit
+
+        if not value:
+            return ""
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        host = parts.hostname or ""
+        if parts.scheme not in ("http", "https") or not host:
+            raise ValueError("must be http(s)://host[:port], e.g. https://callgate.example.com")
+        if parts.username is not None or parts.path not in ("", "/") or "?" in value or "#" in value:
+            raise ValueError("must be only scheme://host[:port]: no path, query, fragment or credentials")
+        if ":" in host:
+            ipaddress.IPv6Address(host)  # raises ValueError on anything else
+            host = f"[{host}]"
+        elif not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", host):
+            raise ValueError(f"host {host!r} is not a DNS name or IPv4 address (write IDNs as punycode)")
+        default_port = {"http": 80, "https": 443}[parts.scheme]
+        return f"{parts.scheme}://{host}" + ("" if port in (None, default_port) else f":{port}")
+
     workers: int = Field(default=1, ge=1, le=64, description="Gateway worker processes for `callgate serve`.")
     redis_url: str = Field(
         default="", description="redis://host:6379/0 in production (wake-ups, Celery). Empty: in-process."
@@ -68,6 +104,34 @@ class Settings(BaseSettings):
         "audit log. Empty: the connecting role (triggers still reject UPDATE/DELETE/TRUNCATE).",
     )
     log_level: str = Field(default="info", description="Log level of the gateway process.")
+    celery_queue: str = Field(
+        default="celery", pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
+        description="Celery queue the gateway sends its tasks to and `celery -A gateway.worker worker` consumes.",
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="TESTS ONLY: let webhook URLs point at loopback and private (RFC 1918, ULA) addresses. "
+        "Link-local (cloud metadata), multicast and unspecified addresses stay refused.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="Longest one webhook POST may take, from connect to the last byte "
+        "read (connecting gets at most 5 s of it).",
+    )
+    webhook_lease_seconds: float = Field(
+        default=60.0, gt=0, le=3600,
+        description="How long a claimed webhook message is reserved for the worker sending it. A worker that dies "
+        "mid-POST leaves the message due again after this (at-least-once). At least the timeout + 1 s.",
+    )
+    webhook_retry_schedule: str = Field(
+        default="5,30,120,600,1800,3600,3600",
+        description="Seconds before each webhook retry, comma-separated; each delay is drawn uniformly between 0 "
+        "and its entry (full jitter). Attempts = entries + 1; after the last the message is failed for good.",
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60,
+        description="How often the delivery worker looks for due webhooks when nothing wakes it (the embedded "
+        "worker's tick, and the Celery beat interval).",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -77,6 +141,23 @@ class Settings(BaseSettings):
         if value.startswith("postgresql://"):
             return "postgresql+psycopg://" + value.removeprefix("postgresql://")
         return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _retry_schedule(cls, value: str) -> str:
+        parse_retry_schedule(value)  # raises ValueError with the reason
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_attempt(self) -> Settings:
+        if self.webhook_lease_seconds < self.webhook_timeout_seconds + 1:
+            raise ValueError("CALLGATE_WEBHOOK_LEASE_SECONDS must be at least CALLGATE_WEBHOOK_TIMEOUT_SECONDS + 1, "
+                             "or a slow attempt could be sent twice at once")
+        return self
+
+    def retry_schedule(self) -> tuple[float, ...]:
+        """The webhook retry schedule as numbers (validated at construction)."""
+        return parse_retry_schedule(self.webhook_retry_schedule)
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file inside ``data_dir``."""
@@ -109,6 +190,29 @@ class Settings(BaseSettings):
             tmp.chmod(0o600)
             tmp.replace(path)
         return path.read_text().strip().encode()
+
+
+MAX_RETRY_DELAY_S = 7 * 86400
+MAX_RETRIES = 30
+
+
+def parse_retry_schedule(text: str) -> tuple[float, ...]:
+    """``"5,30,120"`` -> ``(5.0, 30.0, 120.0)``; ``ValueError`` naming the bad entry otherwise."""
+    entries = [part.strip() for part in text.split(",")]
+    if not text.strip() or not entries:
+        raise ValueError("needs at least one delay, e.g. 5,30,120")
+    if len(entries) > MAX_RETRIES:
+        raise ValueError(f"at most {MAX_RETRIES} retries")
+    delays = []
+    for entry in entries:
+        try:
+            delay = float(entry)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not a number of seconds") from None
+        if not 0 <= delay <= MAX_RETRY_DELAY_S:  # also refuses nan and inf
+            raise ValueError(f"{entry!r} is outside 0..{MAX_RETRY_DELAY_S} seconds")
+        delays.append(delay)
+    return tuple(delays)
 
 
 def settings_help() -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, select, update
 
 from gateway.audit import SYSTEM, AuditBatch
 from gateway.models import ToolCall
+from gateway.webhooks.outbox import enqueue_decisions
 
 
 def sweep_expired(conn: Connection, audit: AuditBatch, *, now: datetime | None = None) -> list[str]:
@@ -28,6 +29,9 @@ def sweep_expired(conn: Connection, audit: AuditBatch, *, now: datetime | None =
     )
     for call_id in expired:
         audit.add("approval.expired", SYSTEM, {}, call_id)
+    if expired:  # the webhook events, in the same transaction as the expiry
+        rows = conn.execute(select(ToolCall.__table__).where(ToolCall.id.in_(expired))).mappings()
+        enqueue_decisions(conn, rows, now=now)
     return expired
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 
@@ -30,6 +30,26 @@ class Metrics:
         )
         self.outcomes = Counter(
             "callgate_outcomes_total", "Tool outcomes reported by agents.", ["tool", "status"], registry=self.registry
+        )
+        # Webhooks. Attempts are counted by the process that sends them (the gateway in embedded
+        # mode; Celery workers in production, which keep their own counts). The outbox gauges are
+        # read from the database by every gateway process, so they are right in both modes.
+        self.webhook_deliveries = Counter(
+            "callgate_webhook_deliveries_total",
+            "Webhook delivery attempts by result: delivered, retry (will be retried) or failed (given up).",
+            ["result"], registry=self.registry,
+        )
+        self.webhook_pending = Gauge(
+            "callgate_webhook_outbox_pending", "Webhook messages neither delivered nor given up (the backlog).",
+            multiprocess_mode="livemostrecent", registry=self.registry,
+        )
+        self.webhook_due = Gauge(
+            "callgate_webhook_outbox_due", "Webhook messages due for an attempt now.",
+            multiprocess_mode="livemostrecent", registry=self.registry,
+        )
+        self.webhook_oldest_due_seconds = Gauge(
+            "callgate_webhook_outbox_oldest_due_seconds", "How long the oldest due webhook message has waited.",
+            multiprocess_mode="livemostrecent", registry=self.registry,
         )
 
     def render(self) -> bytes:

@@ -105,3 +105,91 @@ class AuditEvent(Base):
     canonical: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     row_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+
+
+# -- webhooks: endpoints, the decision outbox, the delivery log (migration 0004) -----------------
+
+from sqlalchemy import Index  # noqa: E402 - imported in its section: the file's sections have separate owners
+
+
+class WebhookEndpoint(Base):
+    """Where an agent's decision events are POSTed. The secret is kept retrievable (the gateway
+    signs with it); it is shown once, at registration, and never listed."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # ep_<16 hex>
+    agent: Mapped[str] = mapped_column(String(128), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(128))  # whsec_<base64 of 32 random bytes>
+    event_types: Mapped[str] = mapped_column(Text)  # JSON list, e.g. ["approval.decided"]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookOutbox(Base):
+    """One event for one endpoint, written in the decision's transaction; ``id`` is the
+    ``webhook-id`` header, identical on every retry."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (Index("ix_webhook_outbox_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_<uuid7>
+    endpoint_id: Mapped[str] = mapped_column(String(32), ForeignKey("webhook_endpoint.id"), index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    call_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    payload: Mapped[str] = mapped_column(Text)  # the exact body bytes of every attempt (ASCII JSON)
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # attempts started (counted at claim)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # due time, or lease end
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """The delivery log: one row per finished attempt."""
+
+    __tablename__ = "webhook_delivery"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(40), ForeignKey("webhook_outbox.id"), index=True)
+    endpoint_id: Mapped[str] = mapped_column(String(32), ForeignKey("webhook_endpoint.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    result: Mapped[str] = mapped_column(String(16))  # delivered | retry | failed
+    error: Mapped[str | None] = mapped_column(Text)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    resolved_ip: Mapped[str | None] = mapped_column(String(64))
+
+
+# -- LLM usage: one append-only row per model call, priced at ingest (migration 0005) -------------
+
+
+class LlmUsage(Base):
+    """One LLM call's tokens and cost. Append-only at the database level (migration 0005), like
+    ``audit_event``; every row also has an ``llm.usage`` event in the audit chain."""
+
+    __tablename__ = "llm_usage"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the SDK's uuid7: ingest is idempotent on it
+    agent: Mapped[str] = mapped_column(String(128), index=True)  # the API key's agent
+    session_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    model: Mapped[str] = mapped_column(String(256))  # as reported by the framework
+    provider: Mapped[str | None] = mapped_column(String(64))
+    framework: Mapped[str | None] = mapped_column(String(64))
+    input_tokens: Mapped[int] = mapped_column(BigInteger)  # includes cache reads and writes
+    output_tokens: Mapped[int] = mapped_column(BigInteger)  # includes reasoning tokens
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[str | None] = mapped_column(Text)  # exact decimal string; null when unpriced
+    price_status: Mapped[str] = mapped_column(String(16))  # priced | unpriced
+    priced_model: Mapped[str | None] = mapped_column(String(200))  # genai-prices model id
+    priced_provider: Mapped[str | None] = mapped_column(String(64))  # genai-prices provider id
+    pricing_version: Mapped[str] = mapped_column(String(64))  # e.g. "genai-prices 0.2.3"
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the SDK's clock
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the gateway's clock

@@ -15,6 +15,7 @@ from gateway.policy_store import ActivePolicy
 
 if TYPE_CHECKING:
     from gateway.pubsub import RedisBridge
+    from gateway.webhooks.dispatch import WebhookDispatcher
 
 
 @dataclass
@@ -29,3 +30,4 @@ class Runtime:
     notifier: Notifier
     recheck_seconds: float = 1.0  # long-polls re-read the DB at least this often (push is the fast path)
     pubsub: RedisBridge | None = None  # cross-process wake-ups when CALLGATE_REDIS_URL is set
+    webhooks: WebhookDispatcher | None = None  # kicked after each decision commits (gateway.webhooks.dispatch)

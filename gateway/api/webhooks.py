@@ -1,0 +1,241 @@
+"""``/v1/webhooks``: the admin API for webhook endpoints and their delivery log.
+
+Admin API keys only (an agent key is 403: an agent must not redirect its own decision events).
+Bodies go through the strict ingress of ``/v1/calls`` (our JSON parser, pydantic strict mode,
+problem+json that names the field). The SSRF guard resolves DNS, so it runs in the thread pool
+*before* the unit of work, never inside the writer's transaction, and only for an authenticated
+admin (a stranger cannot make the gateway look names up).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
+
+from gateway.api.calls import _body_schema, _json, _runtime, _strict_body
+from gateway.audit import Actor, AuditBatch
+from gateway.auth import authenticate
+from gateway.errors import Forbidden, NotFound, Unauthorized
+from gateway.keys import ParsedKey, Principal, parse_bearer
+from gateway.problems import problem_responses
+from gateway.runtime import Runtime
+from gateway.schemas import Identifier
+from gateway.webhooks.endpoints import (
+    Registered,
+    check_url,
+    disable_endpoint,
+    get_endpoint,
+    list_endpoints,
+    register_endpoint,
+)
+from gateway.webhooks.history import list_messages
+from gateway.webhooks.outbox import DECIDED
+
+router = APIRouter(prefix="/v1", tags=["webhooks"])
+_ENDPOINT_ID = re.compile(r"ep_[0-9a-f]{16}")
+
+EventType = Literal["approval.decided"]
+
+
+class WebhookCreate(BaseModel):
+    """A URL to POST an agent's decision events to (Standard Webhooks, signed per endpoint)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    agent: Identifier = Field(description="The agent whose calls' decisions are sent.")
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
+        description="https (or http) URL on a public address; checked against SSRF at registration and before "
+        "every attempt.")
+    event_types: list[EventType] | None = Field(
+        default=None, min_length=1, description=f"Events to send (default: [{DECIDED!r}]).")
+
+
+class WebhookPublic(BaseModel):
+    id: str
+    agent: str
+    url: str
+    event_types: list[str]
+    enabled: bool
+    created_at: str
+    disabled_at: str | None
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(description="whsec_... signing secret. Shown once: store it now.")
+
+
+class WebhookList(BaseModel):
+    webhooks: list[WebhookPublic]
+
+
+class DeliveryAttempt(BaseModel):
+    attempt: int
+    started_at: str
+    duration_ms: int
+    status_code: int | None
+    result: Literal["delivered", "retry", "failed"]
+    error: str | None
+    response_excerpt: str | None
+    resolved_ip: str | None
+
+
+class DeliveryMessage(BaseModel):
+    message_id: str = Field(description="The webhook-id header, identical on every attempt.")
+    endpoint_id: str
+    event_type: str
+    call_id: str | None
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: str | None
+    created_at: str
+    delivered_at: str | None
+    last_error: str | None
+    log: list[DeliveryAttempt]
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryMessage]
+
+
+def _key(request: Request) -> ParsedKey:
+    key = parse_bearer(request.headers.get("authorization"))
+    if key is None:
+        raise Unauthorized("missing or malformed API key", code="invalid_api_key")
+    return key
+
+
+def _require_admin(principal: Principal) -> Actor:
+    if principal.kind != "admin":
+        raise Forbidden("managing webhooks needs an admin API key", code="admin_key_required")
+    return Actor("admin_key", principal.key_id)
+
+
+async def _admin(rt: Runtime, key: ParsedKey) -> Actor:
+    """Authenticate on the reader (no write): reads, and the check before any DNS work."""
+
+    def check() -> Actor:
+        with rt.reader.begin() as conn:
+            return _require_admin(authenticate(conn, key, pepper=rt.secret, touch=False))
+
+    return await run_in_threadpool(check)
+
+
+def _admin_in_unit(conn: Connection, key: ParsedKey, rt: Runtime) -> Actor:
+    """Authenticate again inside the unit of work (records the key's use; sees a revocation)."""
+    return _require_admin(authenticate(conn, key, pepper=rt.secret))
+
+
+def _check_endpoint_id(endpoint_id: str) -> str:
+    if not _ENDPOINT_ID.fullmatch(endpoint_id):
+        raise NotFound(f"no webhook endpoint {endpoint_id[:64]}")
+    return endpoint_id
+
+
+@router.post(
+    "/webhooks",
+    summary="Register a webhook endpoint for an agent",
+    response_model=WebhookCreated,
+    status_code=201,
+    openapi_extra=_body_schema(WebhookCreate),
+    responses=problem_responses(401, 403, 409, 413, 415, 422, 503),
+)
+async def create_webhook(request: Request) -> Response:
+    """Register ``url`` for ``agent``'s decision events. The answer carries the endpoint's signing
+    secret, once. URLs on loopback, private, link-local (cloud metadata) and other non-public
+    addresses are refused with 422 ``webhook_url_forbidden``."""
+    key = _key(request)
+    rt = _runtime(request)
+    await _admin(rt, key)
+    body = await _strict_body(request, WebhookCreate)
+    destination = await run_in_threadpool(check_url, body["url"], allow_private=rt.settings.webhook_allow_private)
+
+    def register(conn: Connection, audit: AuditBatch) -> Registered:
+        actor = _admin_in_unit(conn, key, rt)
+        return register_endpoint(conn, audit, agent=body["agent"], destination=destination, actor=actor,
+                                 event_types=body.get("event_types"))
+
+    registered: Registered = await rt.commit_queue.run(register)
+    return _json({**registered.endpoint, "secret": registered.secret}, 201)
+
+
+@router.get(
+    "/webhooks",
+    summary="List webhook endpoints",
+    response_model=WebhookList,
+    responses=problem_responses(401, 403, 422, 503),
+)
+async def list_webhooks(
+    request: Request,
+    agent: str | None = Query(None, max_length=128, description="Only this agent's endpoints."),
+    enabled: bool | None = Query(None, description="Only enabled (true) or disabled (false) endpoints."),
+) -> Response:
+    """Every endpoint (never its secret), oldest first."""
+    key = _key(request)
+    rt = _runtime(request)
+    await _admin(rt, key)
+
+    def load() -> list[dict[str, Any]]:
+        with rt.reader.begin() as conn:
+            return list_endpoints(conn, agent=agent)
+
+    rows = await run_in_threadpool(load)
+    if enabled is not None:
+        rows = [r for r in rows if r["enabled"] is enabled]
+    return _json({"webhooks": rows})
+
+
+@router.delete(
+    "/webhooks/{endpoint_id}",
+    summary="Disable a webhook endpoint",
+    response_model=WebhookPublic,
+    responses=problem_responses(401, 403, 404, 409, 503),
+)
+async def delete_webhook(request: Request, endpoint_id: str) -> Response:
+    """Disable the endpoint: nothing more is sent to it, and its undelivered messages end as
+    ``failed``. Kept (disabled) for the delivery history; 409 ``already_disabled`` the second time."""
+    key = _key(request)
+    rt = _runtime(request)
+    await _admin(rt, key)
+    endpoint_id = _check_endpoint_id(endpoint_id)
+
+    def disable(conn: Connection, audit: AuditBatch) -> dict[str, Any]:
+        actor = _admin_in_unit(conn, key, rt)
+        return disable_endpoint(conn, audit, endpoint_id=endpoint_id, actor=actor)
+
+    return _json(await rt.commit_queue.run(disable))
+
+
+@router.get(
+    "/webhooks/{endpoint_id}/deliveries",
+    summary="An endpoint's messages and delivery attempts",
+    response_model=DeliveryList,
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+async def list_deliveries(
+    request: Request,
+    endpoint_id: str,
+    status: Literal["pending", "delivered", "failed"] | None = Query(None, description="Only messages in this state."),
+    limit: int = Query(100, ge=1, le=1000, description="Most messages (newest first)."),
+) -> Response:
+    """Messages sent (or to be sent) to the endpoint, newest first, each with every attempt:
+    when, how long, the status code or error, and the first bytes of the answer."""
+    key = _key(request)
+    rt = _runtime(request)
+    await _admin(rt, key)
+    endpoint_id = _check_endpoint_id(endpoint_id)
+
+    def load() -> list[dict[str, Any]]:
+        with rt.reader.begin() as conn:
+            if get_endpoint(conn, endpoint_id) is None:
+                raise NotFound(f"no webhook endpoint {endpoint_id}")
+            return list_messages(conn, endpoint_id=endpoint_id, status=status, limit=limit)
+
+    return _json({"deliveries": await run_in_threadpool(load)})
+
+
+__all__ = ["router"]

@@ -1,0 +1,96 @@
+"""What one attempt's result means, and when the next attempt is due (security.md §2.4).
+
+* 2xx: delivered.
+* 408, 409, 425, 429 and every 5xx, a timeout, a refused or reset connection, a TLS failure, a
+  redirect (never followed) and an address the SSRF guard refuses at send time (DNS changed):
+  retry later.
+* 410 Gone: failed for good, and the endpoint is disabled (the receiver said it is gone).
+* Any other 4xx: failed for good at once (the receiver rejects this request; resending the same
+  bytes cannot help), with the reason recorded.
+
+Retries follow a schedule of caps with *full jitter* (a delay drawn uniformly from 0 to the
+cap), so receivers recovering from an outage are not hit by every gateway at the same instant.
+``Retry-After`` on 429/503 is honoured (up to an hour) when it asks for more than the jitter
+gave. Everything here is pure: the random source is passed in, so tests can check the bounds
+without sleeping.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+__all__ = ["MAX_RETRY_AFTER_S", "RETRYABLE_4XX", "Verdict", "judge_error", "judge_status", "retry_delay"]
+
+RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+HONOURS_RETRY_AFTER = frozenset({429, 503})
+MAX_RETRY_AFTER_S = 3600.0
+
+Result = Literal["delivered", "retry", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of one attempt: what happens to the message next."""
+
+    result: Result
+    reason: str | None = None  # why it was not delivered (also the delivery log's error)
+    disable_endpoint: bool = False
+    retry_after: float | None = None  # seconds the receiver asked for (429/503)
+
+
+def judge_status(status: int, retry_after: str | None = None, *, now: datetime | None = None) -> Verdict:
+    """The verdict on an HTTP answer."""
+    if 200 <= status <= 299:
+        return Verdict("delivered")
+    if status == 410:
+        return Verdict("failed", "410 Gone: the receiver says this endpoint no longer exists; endpoint disabled",
+                       disable_endpoint=True)
+    if 400 <= status <= 499 and status not in RETRYABLE_4XX:
+        return Verdict("failed", f"HTTP {status}: the receiver rejected the request; not retried")
+    if 300 <= status <= 399:
+        return Verdict("retry", f"HTTP {status}: redirects are not followed; the endpoint URL may be outdated")
+    asked = _retry_after_seconds(retry_after, now) if status in HONOURS_RETRY_AFTER else None
+    return Verdict("retry", f"HTTP {status}", retry_after=asked)
+
+
+def judge_error(kind: str, message: str) -> Verdict:
+    """The verdict on an attempt that got no HTTP answer (transport error, DNS, SSRF refusal)."""
+    return Verdict("retry", f"{kind}: {message}")
+
+
+def retry_delay(attempts: int, schedule: Sequence[float], rng: random.Random, *,
+                retry_after: float | None = None) -> float | None:
+    """Seconds until the next attempt after ``attempts`` attempts; ``None`` when they are used up.
+
+    Attempt ``n`` (1-based) failing is followed by a delay drawn uniformly from
+    ``[0, schedule[n-1]]``; after ``len(schedule) + 1`` attempts there is no next one."""
+    if attempts < 1:
+        raise ValueError("retry_delay is asked after at least one attempt")
+    if attempts > len(schedule):
+        return None
+    delay = rng.uniform(0.0, schedule[attempts - 1])
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
+    return delay
+
+
+def _retry_after_seconds(value: str | None, now: datetime | None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date; ``None`` if absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value[:8]), MAX_RETRY_AFTER_S)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, min(seconds, MAX_RETRY_AFTER_S))
