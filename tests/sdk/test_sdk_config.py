@@ -48,7 +48,7 @@ class TestConfigure:
         with pytest.raises(callgate.ConfigurationError):
             callgate.configure("http://h", fail_mode="sometimes")  # type: ignore[arg-type]
         with pytest.raises(callgate.ConfigurationError):
-            callgate.configure("http://h", approval_mode="webhook")  # type: ignore[arg-type]
+            callgate.configure("http://h", approval_mode="later")  # type: ignore[arg-type]
 
     def test_https_builds_one_ssl_context(self) -> None:
         """An https URL gets one SSLContext at configure time."""
@@ -61,13 +61,13 @@ class TestPackage:
     def test_all_pinned(self) -> None:
         """The public surface is exactly __all__ (sorted), like httpx pins its own."""
         public = sorted(n for n in vars(callgate) if not n.startswith("_") and n not in {
-            "errors", "ids", "integrations", "redaction", "annotations"})
+            "errors", "ids", "integrations", "redaction", "webhooks", "annotations"})
         assert callgate.__all__ == sorted(callgate.__all__) == public
         assert public == [
-            "AlreadyClaimed", "ApprovalDenied", "ApprovalExpired", "CallBlocked", "CallgateError",
-            "ConfigurationError", "GatewayRejected", "GatewayUnavailable", "Permit", "acheck_call", "aresume",
-            "check_call", "configure", "current_session", "flush", "guard", "is_configured", "reset", "resume",
-            "session",
+            "AlreadyClaimed", "ApprovalDenied", "ApprovalExpired", "AsyncPendingApproval", "CallBlocked",
+            "CallgateError", "ConfigurationError", "GatewayRejected", "GatewayUnavailable", "PendingApproval",
+            "Permit", "WebhookVerificationError", "acheck_call", "aresume", "check_call", "configure",
+            "current_session", "flush", "guard", "is_configured", "log_usage", "reset", "resume", "session",
         ]
 
     def test_import_is_light(self) -> None:
@@ -77,8 +77,15 @@ class TestPackage:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         assert out.strip() == "[]"
 
-    def test_integrations_hook_is_empty(self) -> None:
-        """The integration registry exists and installs nothing yet."""
+    def test_integrations_are_registered_lazily(self) -> None:
+        """configure() arms the three framework integrations without importing any framework
+        (the frameworks' own suites in tests/envs/ prove the patches)."""
+        import sys
+
         from callgate import integrations
 
-        assert integrations.REGISTRY == {} and integrations.install_all() == []
+        assert set(integrations.REGISTRY) == {"langchain", "openai_agents", "crewai"}
+        assert integrations.install_all() == ["crewai", "langchain", "openai_agents"]
+        assert not {m for m in sys.modules if m.split(".")[0] in ("langchain_core", "agents", "crewai")}
+        integrations.uninstall_all()
+        assert integrations.installed() == []

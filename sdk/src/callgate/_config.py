@@ -27,10 +27,23 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["Config", "Runtime", "configure", "flush", "is_configured", "reset", "runtime"]
+__all__ = ["APPROVAL_MODES", "ApprovalMode", "Config", "Runtime", "check_approval_mode", "configure", "flush",
+           "is_configured", "reset", "runtime"]
 
 FailMode = Literal["closed", "open"]
-ApprovalMode = Literal["wait"]
+ApprovalMode = Literal["wait", "async", "webhook"]
+#: ``wait`` blocks until a human decides; ``async`` returns a pending handle at once and long-polls
+#: for the decision in the background; ``webhook`` returns a handle and lets the gateway's signed
+#: webhook (``callgate.webhooks``) deliver the decision.
+APPROVAL_MODES: tuple[ApprovalMode, ...] = ("wait", "async", "webhook")
+
+
+def check_approval_mode(mode: object) -> ApprovalMode:
+    """``mode`` if it is one of :data:`APPROVAL_MODES`, else :class:`ConfigurationError` (never ignored)."""
+    if mode not in APPROVAL_MODES:
+        raise ConfigurationError(f"approval_mode must be one of {', '.join(map(repr, APPROVAL_MODES))}, "
+                                 f"not {mode!r}")
+    return mode  # type: ignore[return-value]
 
 
 class Config:
@@ -115,6 +128,9 @@ class Runtime:
         self.reporter = Reporter(self.client, self.spool)
 
     def close(self, flush_timeout: float) -> None:
+        from . import _pending
+
+        _pending.runtime_closed(self)  # handles waiting through this runtime can no longer resolve
         self.reporter.close(flush_timeout)
         self.client.close()
         import sys
@@ -155,6 +171,10 @@ def configure(
     decision; per-guard ``fail_open=True`` is the opt-in for read-only tools, and
     ``CALLGATE_SDK_FORCE_FAIL_CLOSED=1`` overrides every opt-in. ``approval_timeout``
     bounds how long a call waits for a human before it is treated as expired (denied).
+    ``approval_mode`` is what a call that needs a human does (per call: ``guard(approval_mode=)``,
+    ``check_call(approval_mode=)``): ``"wait"`` blocks until decided; ``"async"`` returns a
+    :class:`callgate.PendingApproval` at once and waits in the background; ``"webhook"`` returns
+    one that the gateway's signed webhook resolves (see :mod:`callgate.webhooks`).
     ``raise_on_block``: by default (``None``) a blocked/denied *guarded function* raises, while a
     framework tool call (LangChain, CrewAI, Agents SDK) returns the reason to the model in the
     framework's own tool-error shape so the run continues. ``True`` makes both raise; ``False``
@@ -167,9 +187,7 @@ def configure(
     agent = agent or os.environ.get("CALLGATE_AGENT") or None
     if fail_mode not in ("closed", "open"):
         raise ConfigurationError(f"fail_mode must be 'closed' or 'open', not {fail_mode!r}")
-    if approval_mode != "wait":
-        raise ConfigurationError(
-            f"approval_mode {approval_mode!r} is not available yet (only 'wait'; webhook mode lands later)")
+    check_approval_mode(approval_mode)
     for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
                         ("read_timeout", read_timeout), ("approval_timeout", approval_timeout)):
         if not value > 0:
@@ -218,7 +236,7 @@ def runtime() -> Runtime:
 
 
 def flush(timeout: float | None = 5.0) -> bool:
-    """Deliver queued outcome reports and the fail-open spool now; True if all went out."""
+    """Deliver queued outcome reports, LLM usage and the spool now; True if all went out."""
     rt = _runtime
     return True if rt is None else rt.reporter.flush(timeout)
 

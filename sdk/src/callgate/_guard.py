@@ -8,7 +8,9 @@ Every guard (and, later, every framework integration) goes through :func:`check_
 3. ``POST /v1/calls``: allow -> :class:`Permit`; block -> :class:`CallBlocked`;
    require_approval -> long-poll ``GET /v1/calls/{id}?wait=25`` until approved, then claim it
    once (``POST /v1/calls/{id}/claim``: Permit, or :class:`AlreadyClaimed` and it never runs),
-   denied (:class:`ApprovalDenied`), expired or ``approval_timeout`` (:class:`ApprovalExpired`);
+   denied (:class:`ApprovalDenied`), expired or ``approval_timeout`` (:class:`ApprovalExpired`).
+   In ``approval_mode="async"``/``"webhook"`` a pending call instead returns a handle at once
+   (``callgate._pending``) that waits, claims and runs later, through the same functions;
 4. no decision (gateway unreachable) -> :class:`GatewayUnavailable`, unless the caller
    opted into fail-open for a read-only tool: then the run is spooled durably first.
 
@@ -29,11 +31,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from ._args import bind_arguments, to_jsonable
 from ._client import raise_for_problem
-from ._config import Runtime, runtime
+from ._config import ApprovalMode, Runtime, check_approval_mode, runtime
 from ._context import current_session
 from .ids import uuid7
 from .errors import (
@@ -47,7 +49,10 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from ._http import Response
+    from ._pending import AsyncPendingApproval, PendingApproval
 
 __all__ = ["Permit", "acheck_call", "already_checking", "aresume", "check_call", "guard", "permitted", "resume",
            "take_pass"]
@@ -399,14 +404,20 @@ async def _asettle(call: _Call, permit: Permit) -> Permit:
     return call.claimed(resp)
 
 
-def _wait(call: _Call, timeout: float) -> Permit:
+def _wait(call: _Call, timeout: float, *, claim: bool = True) -> Permit:
     """Long-poll until a human decides (the gateway holds each request up to ``poll_wait``); a lost
-    gateway is retried with backoff until ``timeout``, not bounded by the circuit breaker."""
+    gateway is retried with backoff until ``timeout``, not bounded by the circuit breaker.
+
+    ``claim=False`` (pending-approval handles) returns as soon as the call is approved, without
+    claiming it: a handle claims only when it is about to run the tool (:func:`_claim_now`), so
+    such a long-poll must never ask the gateway to claim (``GET ...?claim=1``) on its behalf."""
     rt = call.rt
     end = time.monotonic() + timeout
     failures = 0
     while True:
         path, read_timeout, deadline = call.wait_params(end)
+        if claim:  # the gateway claims an approved call in the answer that reports it: no second round trip
+            path += "&claim=1"
         try:
             resp = rt.client.request("GET", path, deadline=deadline, read_timeout=read_timeout, attempts=1,
                                      call_id=call.call_id, tool=call.tool or None, use_breaker=False)
@@ -415,13 +426,18 @@ def _wait(call: _Call, timeout: float) -> Permit:
             time.sleep(min(max(0.0, end - time.monotonic()), _lost_backoff(failures)))
             continue
         failures = 0
+        # A claim answer: won ({"claimed": true}) or lost (409 already_claimed). A gateway without
+        # claim=1 answers "approved" instead, and _settle claims with a second request.
+        if claim and (resp.status == 409 or (isinstance(data := resp.json(), dict) and data.get("claimed") is True)):
+            return call.claimed(resp)
         raise_for_problem(resp, call_id=call.call_id, tool=call.tool or None)
         permit = call.interpret(resp)
         if permit is not None:
-            return _settle(call, permit)
+            return _settle(call, permit) if claim else permit
 
 
-async def _await(call: _Call, timeout: float) -> Permit:
+async def _await(call: _Call, timeout: float, *, claim: bool = True) -> Permit:
+    """:func:`_wait` for coroutines (also what the shared waiter of ``async``-mode handles runs)."""
     import asyncio
 
     rt = call.rt
@@ -429,6 +445,8 @@ async def _await(call: _Call, timeout: float) -> Permit:
     failures = 0
     while True:
         path, read_timeout, deadline = call.wait_params(end)
+        if claim:  # see _wait
+            path += "&claim=1"
         try:
             resp = await rt.client.arequest("GET", path, deadline=deadline, read_timeout=read_timeout, attempts=1,
                                             call_id=call.call_id, tool=call.tool or None, use_breaker=False)
@@ -437,25 +455,104 @@ async def _await(call: _Call, timeout: float) -> Permit:
             await asyncio.sleep(min(max(0.0, end - time.monotonic()), _lost_backoff(failures)))
             continue
         failures = 0
+        if claim and (resp.status == 409 or (isinstance(data := resp.json(), dict) and data.get("claimed") is True)):
+            return call.claimed(resp)
         raise_for_problem(resp, call_id=call.call_id, tool=call.tool or None)
         permit = call.interpret(resp)
         if permit is not None:
-            return await _asettle(call, permit)
+            return await _asettle(call, permit) if claim else permit
 
 
-def check_call(tool: str, args: Mapping[str, Any] | None = None, *, framework: str | None = None,
-               fail_open: bool | None = None, metadata: Mapping[str, Any] | None = None,
-               session_id: str | None = None, call_id: str | None = None) -> Permit:
-    """Ask the gateway whether ``tool`` may run with ``args``; block until it may.
+def _claim_now(call: _Call) -> Permit:
+    """Claim a call believed approved (a handle's decision, a webhook event) and return the Permit
+    to run it once.
 
-    Returns a :class:`Permit` (allowed / approved / fail-open) or raises a
-    :class:`~callgate.errors.CallgateError`: the tool must then not run. An approved call is
-    claimed first (once, ever): if it was already claimed, :class:`~callgate.errors.AlreadyClaimed`.
+    The claim is the authority, never what the caller believes: when the gateway refuses it for
+    any reason other than "already claimed" (:class:`AlreadyClaimed`), the call's own state says
+    why (denied -> :class:`ApprovalDenied` with the reviewer's comment, expired ->
+    :class:`ApprovalExpired`), and a call that is not approved never runs, whatever a forged or
+    stale "approved" said. Otherwise the refusal itself is raised (:class:`GatewayRejected`)."""
+    method, path, body, deadline = call.claim_request()
+    resp = call.rt.client.request(method, path, body, deadline=deadline, call_id=call.call_id,
+                                  tool=call.tool or None)
+    try:
+        return call.claimed(resp)
+    except GatewayRejected as refused:
+        if refused.status != 409:
+            raise
+        state = call.rt.client.request("GET", f"/v1/calls/{call.call_id}",
+                                       deadline=time.monotonic() + call.rt.config.timeout,
+                                       call_id=call.call_id, tool=call.tool or None)
+        _explain_refusal(call, state)
+        raise
 
-    ``call_id`` (a UUID) lets the caller choose and persist the id before asking, so a process
-    that dies while waiting can continue with :func:`resume`; by default a UUIDv7 is made.
-    """
+
+async def _aclaim_now(call: _Call) -> Permit:
+    """:func:`_claim_now` for coroutines."""
+    method, path, body, deadline = call.claim_request()
+    resp = await call.rt.client.arequest(method, path, body, deadline=deadline, call_id=call.call_id,
+                                         tool=call.tool or None)
+    try:
+        return call.claimed(resp)
+    except GatewayRejected as refused:
+        if refused.status != 409:
+            raise
+        state = await call.rt.client.arequest("GET", f"/v1/calls/{call.call_id}",
+                                              deadline=time.monotonic() + call.rt.config.timeout,
+                                              call_id=call.call_id, tool=call.tool or None)
+        _explain_refusal(call, state)
+        raise
+
+
+def _explain_refusal(call: _Call, state: Response) -> None:
+    """Raise what the call's state says about a refused claim (denied, expired, already run);
+    return when it says nothing more (still pending): the caller re-raises the refusal."""
+    raise_for_problem(state, call_id=call.call_id, tool=call.tool or None)
+    call.interpret(state)
+
+
+def existing_call(call_id: str, tool: str | None = None) -> _Call:
+    """A call made earlier (by this process or another), to wait on or claim by its id."""
+    call = _Call.existing(runtime(), call_id)
+    if tool:
+        call.tool = tool
+    return call
+
+
+def run_permitted(permit: Permit, fn: Callable[..., Any], args: tuple[Any, ...],
+                  kwargs: Mapping[str, Any]) -> Any:
+    """Run ``fn`` once under ``permit`` and report how it went; the tool's own exceptions propagate."""
+    permit.start()
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as e:
+        permit.report("failed", error=e)
+        raise
+    permit.report("succeeded")
+    return result
+
+
+async def arun_permitted(permit: Permit, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
+                         kwargs: Mapping[str, Any]) -> Any:
+    """:func:`run_permitted` for coroutine functions."""
+    permit.start()
+    try:
+        result = await fn(*args, **kwargs)
+    except BaseException as e:
+        permit.report("failed", error=e)
+        raise
+    permit.report("succeeded")
+    return result
+
+
+def _submit(tool: str, args: Mapping[str, Any] | None, *, framework: str | None, fail_open: bool | None,
+            metadata: Mapping[str, Any] | None, session_id: str | None, call_id: str | None,
+            approval_mode: ApprovalMode | None, runner: Callable[[Permit], Any] | None) -> Any:
+    """The sync enforcement path shared by :func:`check_call` and sync guards: a Permit, a
+    pending handle (whose ``result()`` is ``runner(claimed_permit)``; without a runner, the
+    claimed Permit itself) or an exception."""
     rt = runtime()
+    mode = rt.config.approval_mode if approval_mode is None else check_approval_mode(approval_mode)
     call = _Call(rt, tool, args, framework, metadata, session_id, fail_open, call_id)
     try:
         resp = rt.client.request("POST", "/v1/calls", call.body, deadline=time.monotonic() + rt.config.timeout,
@@ -465,16 +562,22 @@ def check_call(tool: str, args: Mapping[str, Any] | None = None, *, framework: s
     permit = call.created(resp)
     if permit is not None:
         return _settle(call, permit)
-    return _wait(call, rt.config.approval_timeout)
+    if mode == "wait":
+        return _wait(call, rt.config.approval_timeout)
+    from ._pending import PendingApproval
+
+    return PendingApproval(call, resp.json(), runner, mode)
 
 
-async def acheck_call(tool: str, args: Mapping[str, Any] | None = None, *, framework: str | None = None,
-                      fail_open: bool | None = None, metadata: Mapping[str, Any] | None = None,
-                      session_id: str | None = None, call_id: str | None = None) -> Permit:
-    """:func:`check_call` for coroutines: same semantics, never blocks the event loop."""
+async def _asubmit(tool: str, args: Mapping[str, Any] | None, *, framework: str | None,
+                   fail_open: bool | None, metadata: Mapping[str, Any] | None, session_id: str | None,
+                   call_id: str | None, approval_mode: ApprovalMode | None,
+                   runner: Callable[[Permit], Awaitable[Any]] | None) -> Any:
+    """:func:`_submit` for coroutines: never blocks the event loop; pending -> an async handle."""
     import asyncio
 
     rt = runtime()
+    mode = rt.config.approval_mode if approval_mode is None else check_approval_mode(approval_mode)
     call = _Call(rt, tool, args, framework, metadata, session_id, fail_open, call_id)
     try:
         resp = await rt.client.arequest("POST", "/v1/calls", call.body,
@@ -486,7 +589,69 @@ async def acheck_call(tool: str, args: Mapping[str, Any] | None = None, *, frame
     permit = call.created(resp)
     if permit is not None:
         return await _asettle(call, permit)
-    return await _await(call, rt.config.approval_timeout)
+    if mode == "wait":
+        return await _await(call, rt.config.approval_timeout)
+    from ._pending import AsyncPendingApproval
+
+    return AsyncPendingApproval(call, resp.json(), runner, mode)
+
+
+@overload
+def check_call(tool: str, args: Mapping[str, Any] | None = ..., *, framework: str | None = ...,
+               fail_open: bool | None = ..., metadata: Mapping[str, Any] | None = ...,
+               session_id: str | None = ..., call_id: str | None = ...,
+               approval_mode: Literal["wait"]) -> Permit: ...
+@overload
+def check_call(tool: str, args: Mapping[str, Any] | None = ..., *, framework: str | None = ...,
+               fail_open: bool | None = ..., metadata: Mapping[str, Any] | None = ...,
+               session_id: str | None = ..., call_id: str | None = ...,
+               approval_mode: ApprovalMode | None = ...) -> Permit | PendingApproval[Permit]: ...
+
+
+def check_call(tool: str, args: Mapping[str, Any] | None = None, *, framework: str | None = None,
+               fail_open: bool | None = None, metadata: Mapping[str, Any] | None = None,
+               session_id: str | None = None, call_id: str | None = None,
+               approval_mode: ApprovalMode | None = None) -> Permit | PendingApproval[Permit]:
+    """Ask the gateway whether ``tool`` may run with ``args``; block until it may.
+
+    Returns a :class:`Permit` (allowed / approved / fail-open) or raises a
+    :class:`~callgate.errors.CallgateError`: the tool must then not run. An approved call is
+    claimed first (once, ever): if it was already claimed, :class:`~callgate.errors.AlreadyClaimed`.
+
+    ``call_id`` (a UUID) lets the caller choose and persist the id before asking, so a process
+    that dies while waiting can continue with :func:`resume`; by default a UUIDv7 is made.
+
+    ``approval_mode`` (default: ``configure()``'s) decides what a call needing a human does:
+    ``"wait"`` blocks as above; ``"async"`` and ``"webhook"`` return a
+    :class:`~callgate.PendingApproval` at once, whose ``result()`` returns the claimed Permit
+    once approved (run the tool, then report with it). Allowed and blocked calls are unaffected.
+    """
+    return _submit(tool, args, framework=framework, fail_open=fail_open, metadata=metadata,
+                   session_id=session_id, call_id=call_id, approval_mode=approval_mode, runner=None)
+
+
+@overload
+async def acheck_call(tool: str, args: Mapping[str, Any] | None = ..., *, framework: str | None = ...,
+                      fail_open: bool | None = ..., metadata: Mapping[str, Any] | None = ...,
+                      session_id: str | None = ..., call_id: str | None = ...,
+                      approval_mode: Literal["wait"]) -> Permit: ...
+@overload
+async def acheck_call(tool: str, args: Mapping[str, Any] | None = ..., *, framework: str | None = ...,
+                      fail_open: bool | None = ..., metadata: Mapping[str, Any] | None = ...,
+                      session_id: str | None = ..., call_id: str | None = ...,
+                      approval_mode: ApprovalMode | None = ...) -> Permit | AsyncPendingApproval[Permit]: ...
+
+
+async def acheck_call(tool: str, args: Mapping[str, Any] | None = None, *, framework: str | None = None,
+                      fail_open: bool | None = None, metadata: Mapping[str, Any] | None = None,
+                      session_id: str | None = None, call_id: str | None = None,
+                      approval_mode: ApprovalMode | None = None) -> Permit | AsyncPendingApproval[Permit]:
+    """:func:`check_call` for coroutines: same semantics, never blocks the event loop. In
+    ``async``/``webhook`` mode a call needing a human returns an
+    :class:`~callgate.AsyncPendingApproval` (``await handle.result()`` -> the claimed Permit)."""
+    return await _asubmit(tool, args, framework=framework, fail_open=fail_open, metadata=metadata,
+                          session_id=session_id, call_id=call_id, approval_mode=approval_mode,
+                          runner=None)
 
 
 def resume(call_id: str, *, timeout: float | None = None) -> Permit:
@@ -517,16 +682,18 @@ _DENIALS = (CallBlocked, ApprovalDenied, ApprovalExpired)
 
 @overload
 def guard(fn: F, /, *, name: str | None = ..., fail_open: bool | None = ..., raise_on_block: bool | None = ...,
-          framework: str = ..., metadata: Mapping[str, Any] | None = ...) -> F: ...
+          framework: str = ..., metadata: Mapping[str, Any] | None = ...,
+          approval_mode: ApprovalMode | None = ...) -> F: ...
 @overload
 def guard(fn: None = ..., /, *, name: str | None = ..., fail_open: bool | None = ...,
           raise_on_block: bool | None = ..., framework: str = ...,
-          metadata: Mapping[str, Any] | None = ...) -> Callable[[F], F]: ...
+          metadata: Mapping[str, Any] | None = ...,
+          approval_mode: ApprovalMode | None = ...) -> Callable[[F], F]: ...
 
 
 def guard(fn: Any = None, /, *, name: str | None = None, fail_open: bool | None = None,
           raise_on_block: bool | None = None, framework: str = "guard",
-          metadata: Mapping[str, Any] | None = None) -> Any:
+          metadata: Mapping[str, Any] | None = None, approval_mode: ApprovalMode | None = None) -> Any:
     """Enforce policy on every call of a function (sync or async, function or method).
 
     ``@callgate.guard``, ``@callgate.guard(name="stripe.refund")`` or
@@ -540,10 +707,19 @@ def guard(fn: Any = None, /, *, name: str | None = None, fail_open: bool | None 
     tools only; the run is spooled and uploaded later. ``raise_on_block=False`` returns
     the block/deny reason as a string instead of raising (default: ``configure()``'s).
     The tool's own exceptions propagate unchanged; its outcome is reported in the background.
+
+    ``approval_mode`` (default: ``configure()``'s, read at each call): with ``"async"`` or
+    ``"webhook"`` a call that needs a human returns a :class:`~callgate.PendingApproval` (an
+    :class:`~callgate.AsyncPendingApproval` for ``async def`` functions) instead of the
+    function's value, before anything ran; ``handle.result()`` runs the function once approved
+    and returns its value. Allowed calls still run at once and return the value; blocked calls
+    behave as in ``"wait"`` mode.
     """
+    if approval_mode is not None:
+        check_approval_mode(approval_mode)
     if fn is None:
         return lambda f: guard(f, name=name, fail_open=fail_open, raise_on_block=raise_on_block,
-                               framework=framework, metadata=metadata)
+                               framework=framework, metadata=metadata, approval_mode=approval_mode)
     import inspect
 
     import wrapt
@@ -580,19 +756,19 @@ def guard(fn: Any = None, /, *, name: str | None = None, fail_open: bool | None 
         async def _arun(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             if take_pass(wrapped, tool=tool):
                 return await wrapped(*args, **kwargs)
+
+            async def run(permit: Permit) -> Any:  # now, or later by the handle's result()
+                return await arun_permitted(permit, wrapped, args, kwargs)
+
             try:
-                permit = await acheck_call(tool, call_arguments(wrapped, instance, args, kwargs),
-                                           framework=framework, fail_open=fail_open, metadata=metadata)
+                got = await _asubmit(tool, call_arguments(wrapped, instance, args, kwargs),
+                                     framework=framework, fail_open=fail_open, metadata=metadata,
+                                     session_id=None, call_id=None, approval_mode=approval_mode, runner=run)
             except _DENIALS as e:
                 return denied(e)
-            permit.start()
-            try:
-                result = await wrapped(*args, **kwargs)
-            except BaseException as e:
-                permit.report("failed", error=e)
-                raise
-            permit.report("succeeded")
-            return result
+            if not isinstance(got, Permit):
+                return got  # a pending-approval handle: nothing ran yet
+            return await run(got)
 
         @wrapt.decorator
         def _awrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -604,18 +780,18 @@ def guard(fn: Any = None, /, *, name: str | None = None, fail_open: bool | None 
     def _wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if take_pass(wrapped, tool=tool):
             return wrapped(*args, **kwargs)
+
+        def run(permit: Permit) -> Any:  # now, or later by the handle's result()
+            return run_permitted(permit, wrapped, args, kwargs)
+
         try:
-            permit = check_call(tool, call_arguments(wrapped, instance, args, kwargs),
-                                framework=framework, fail_open=fail_open, metadata=metadata)
+            got = _submit(tool, call_arguments(wrapped, instance, args, kwargs), framework=framework,
+                          fail_open=fail_open, metadata=metadata, session_id=None, call_id=None,
+                          approval_mode=approval_mode, runner=run)
         except _DENIALS as e:
             return denied(e)
-        permit.start()
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as e:
-            permit.report("failed", error=e)
-            raise
-        permit.report("succeeded")
-        return result
+        if not isinstance(got, Permit):
+            return got  # a pending-approval handle: nothing ran yet
+        return run(got)
 
     return _wrapper(fn)

@@ -9,7 +9,8 @@
     ├── AlreadyClaimed       the call's one-shot execution claim was already used: it must not run again
     ├── GatewayUnavailable   transport failure, 5xx/429 after retries, circuit open, deadline
     ├── GatewayRejected      401/403/409/422...: misconfiguration or a protocol error; never retried
-    └── ConfigurationError   not configured, bad URL, bad option
+    ├── ConfigurationError   not configured, bad URL, bad option
+    └── WebhookVerificationError  a webhook delivery failed verification (callgate.webhooks)
 
 Every one of them means "the tool did not run" (fail closed). The tool's *own*
 exceptions are never wrapped: they propagate unchanged.
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigurationError",
     "GatewayRejected",
     "GatewayUnavailable",
+    "WebhookVerificationError",
 ]
 
 
@@ -139,3 +141,25 @@ class GatewayRejected(CallgateError):
 
 class ConfigurationError(CallgateError):
     """callgate is not configured, or an option is invalid."""
+
+
+class WebhookVerificationError(CallgateError):
+    """A webhook delivery was refused by :func:`callgate.webhooks.verify`; nothing ran. ``code``:
+
+    * ``bad_signature``: no ``v1`` signature matches the body under the secret (forged, tampered
+      with, or signed with another secret);
+    * ``stale_timestamp``: ``webhook-timestamp`` is further from now than the tolerance (an old
+      delivery replayed, or a badly skewed clock);
+    * ``replayed``: this ``webhook-id`` was accepted before: a duplicate delivery. Answer it with a
+      2xx (it was handled) so the sender stops retrying;
+    * ``malformed``: a header is missing or unparsable, or the body is not an approval event.
+    """
+
+    CODES = ("bad_signature", "stale_timestamp", "replayed", "malformed")
+
+    def __init__(self, code: str, detail: str, *, webhook_id: str | None = None) -> None:
+        if code not in self.CODES:
+            raise ValueError(f"unknown webhook verification code {code!r}")
+        self.code = code
+        self.webhook_id = webhook_id
+        super().__init__(f"callgate: webhook rejected ({code}): {detail}", reason=detail)
