@@ -28,6 +28,7 @@ from gateway.schemas import UUID_PATTERN
 from console import auth, csrf
 from console.auth import Session
 from console.htmx import HtmxDetails, client_redirect
+from console.ratelimit import Attempt, LoginThrottled
 from console.state import ConsoleState
 
 router = APIRouter(include_in_schema=False)
@@ -184,23 +185,24 @@ async def create_login(request: Request) -> Response:
     password = form.get("password", "")[: auth.MAX_FIELD]
     ip = _client_ip(request)
 
-    retry_after = state.limiter.check(username, ip)
-    if retry_after:
-        minutes = max(1, -(-retry_after // 60))
+    # Reserve before verifying: a burst of guesses cannot all pass a check that only counts
+    # finished failures. The limiter may ask Redis, so it runs off the event loop.
+    try:
+        attempt = await anyio.to_thread.run_sync(state.limiter.reserve, username, ip)
+    except LoginThrottled as exc:
+        minutes = max(1, -(-exc.retry_after // 60))
         return _login_page(
-            request, nonce=nonce, next_path=next_path, status_code=429, headers={"Retry-After": str(retry_after)},
+            request, nonce=nonce, next_path=next_path, status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
             error=f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
         )
 
-    row = await _read(request, lambda conn: auth.find_user(conn, username))
-    async with state.hash_slots:
-        verified = await anyio.to_thread.run_sync(auth.verify_password, rt.settings.env, row, password)
-    if verified is None:
-        state.limiter.failed(username)
+    verified = await _verify_login(request, attempt, username, password)
+    if verified is None:  # the attempt's provisional failure stands
         await rt.commit_queue.run(auth.record_failed_login(digest=auth.username_digest(rt.secret, username), ip=ip))
         return _login_page(request, nonce=nonce, next_path=next_path, status_code=401, error=LOGIN_FAILED)
 
-    state.limiter.succeeded(username)
+    await anyio.to_thread.run_sync(state.limiter.succeeded, attempt)
     old = request.cookies.get(auth.SESSION_COOKIE)
     session_token, csrf_token = auth.new_token(), auth.new_token()
     await rt.commit_queue.run(auth.start_session(
@@ -211,6 +213,25 @@ async def create_login(request: Request) -> Response:
     response.headers.append("set-cookie", auth.session_cookie(session_token))
     response.headers.append("set-cookie", auth.cleared_prelogin_cookie())
     return response
+
+
+async def _verify_login(request: Request, attempt: Attempt, username: str, password: str) -> auth.Verified | None:
+    """The argon2 verify for an admitted attempt. If no hash slot was reached (the database failed,
+    or the client left while queued) the attempt is released: no password was checked, and a
+    database outage must not lock reviewers out. From the slot on, the attempt counts whatever
+    happens to this request: the verify runs to its end in its thread."""
+    state, rt = _state(request), _runtime(request)
+    started = False
+    try:
+        row = await _read(request, lambda conn: auth.find_user(conn, username))
+        async with state.hash_slots:
+            started = True
+            return await anyio.to_thread.run_sync(auth.verify_password, rt.settings.env, row, password)
+    except BaseException:
+        if not started:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(state.limiter.release, attempt)
+        raise
 
 
 def _same(a: str, b: str) -> bool:
@@ -277,6 +298,15 @@ async def _load_call(request: Request, call_id: str) -> dict[str, Any] | None:
     return None if row is None else present(row)
 
 
+async def _session_usage(request: Request, call: dict[str, Any]) -> dict[str, Any] | None:
+    """LLM tokens and cost of the call's session (its agent's share), for the detail page."""
+    if not call.get("session_id"):
+        return None
+    from gateway.sessions import session_usage
+
+    return await _read(request, lambda conn: session_usage(conn, session_id=call["session_id"], agent=call["agent"]))
+
+
 @router.get("/calls/{call_id}")
 async def read_call_detail(request: Request, call_id: str) -> Response:
     session = await current_session(request)
@@ -292,6 +322,7 @@ async def read_call_detail(request: Request, call_id: str) -> Response:
     context = _page(request, session, call=call, error=None, oob=False, decision_oob=False)
     htmx = HtmxDetails.of(request)
     if not (htmx and htmx.target == "call-status"):
+        context["usage"] = await _session_usage(request, call)
         return templates.render(request, "detail.html", context)
     # The status poll. Once the call is no longer pending (decided elsewhere: another reviewer,
     # Slack, the CLI, or expired), also replace the decision form, out of band.

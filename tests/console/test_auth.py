@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from console import auth
+from console.ratelimit import LoginLimiter
 from gateway.models import AuditEvent, ConsoleSession
 from tests.console.conftest import PASSWORD, csrf_token, login, login_form_token, signed_in
+from tests.console.test_csrf import INTERNAL, PUBLIC, BehindProxy, behind_proxy
 
 
 def session_rows(engine: Engine) -> list[ConsoleSession]:
@@ -116,21 +121,54 @@ class TestLoginRateLimit:
         assert login(client, "ada", PASSWORD).status_code == 303
 
     def test_unknown_names_are_limited_the_same_way(self, client: TestClient, users: dict) -> None:
-        """A name that does not exist is locked after five failures too, so 429 reveals nothing."""
-        for _ in range(5):
-            assert login(client, "ghost", "wrong password 123").status_code == 401
-        assert login(client, "ghost", "wrong password 123").status_code == 429
+        """A name that does not exist is locked after five failures too, with the same 429 answer."""
+        for name in ("ghost", "rita"):
+            for _ in range(5):
+                assert login(client, name, "wrong password 123").status_code == 401
+        ghost, rita = login(client, "ghost", "wrong password 123"), login(client, "rita", "wrong password 123")
+        assert ghost.status_code == rita.status_code == 429
+        assert ghost.text == rita.text and sorted(ghost.headers.keys()) == sorted(rita.headers.keys())
+
+    def test_locked_attempts_are_not_audited_as_failures(self, client: TestClient, users: dict,
+                                                         engine: Engine) -> None:
+        """Only attempts whose password was checked write auth.login_failed; a 429 checks nothing."""
+        for _ in range(7):
+            login(client, "rita", "wrong password 123")
+        assert audit_types(engine).count("auth.login_failed") == 5
 
     def test_lock_ends_when_the_window_passes(self, client: TestClient, users: dict, app) -> None:  # type: ignore[no-untyped-def]
         """After 15 minutes without failures the account can sign in again."""
-        limiter = app.state.console.limiter
         now = [1000.0]
-        limiter.by_username.clock = limiter.by_ip.clock = lambda: now[0]
+        app.state.console.limiter = LoginLimiter(lambda: now[0])
         for _ in range(5):
             login(client, "rita", "wrong password 123")
         assert login(client, "rita", PASSWORD).status_code == 429
         now[0] += 15 * 60 + 1
         assert login(client, "rita", PASSWORD).status_code == 303
+
+
+@pytest.fixture
+def proxied(database_url: str, policy_file: Path, tmp_path: Path, users: dict,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[BehindProxy]:
+    with behind_proxy(database_url, policy_file, tmp_path, monkeypatch) as browser:
+        yield browser
+
+
+class TestLoginBehindProxy:
+    def test_login_from_the_public_origin_is_accepted(self, proxied: BehindProxy, engine: Engine) -> None:
+        """CALLGATE_PUBLIC_URL set, request seen as http://internal: the browser's login form works."""
+        r = proxied.login(origin=PUBLIC)
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        assert auth.SESSION_COOKIE in proxied.cookies
+        assert proxied.get("/").status_code == 200
+        assert "auth.login_succeeded" in audit_types(engine)
+
+    def test_login_from_another_origin_is_refused(self, proxied: BehindProxy) -> None:
+        """Login CSRF behind the proxy: a foreign origin, or the internal one, gets 403 and no session."""
+        for origin in ("https://evil.example", INTERNAL):
+            r = proxied.login(origin=origin)
+            assert r.status_code == 403 and r.json()["code"] == "csrf_failed", origin
+        assert auth.SESSION_COOKIE not in proxied.cookies
 
 
 class TestSessionCookie:
