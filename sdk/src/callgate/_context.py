@@ -2,15 +2,20 @@
 
 The session id lives in a ContextVar, so asyncio tasks inherit it for free. Threads do
 not inherit context in Python < 3.14, so ``configure()`` installs (and ``reset()``
-removes) a light wrapt patch on ``threading.Thread.start/run`` and
+removes) a light patch on ``threading.Thread.start/run`` and
 ``ThreadPoolExecutor.submit`` that carries the *creating* context into the new thread
 or work item -- the approach of OpenTelemetry's threading instrumentation. Frameworks
 that run sync tools on thread pools (LangChain, CrewAI) therefore see the session.
+
+The patch is three plain functions, not wrapt: ``configure()`` runs in every agent process
+at start-up and importing wrapt costs ~60 ms there (it imports asyncio), more than the rest
+of callgate. Plain functions are enough for methods of two stdlib classes.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -92,77 +97,110 @@ class session:  # noqa: N801 - used like a function: `with callgate.session("s1"
 
 
 # -- thread propagation ------------------------------------------------------------------
-_installed = False
 _install_lock = threading.Lock()
+_active = False  # read by the patched methods: False makes them call straight through
 _CTX_ATTR = "_callgate_context"
+#: (owner class, method name) -> our replacement, kept for the life of the process (see _unpatch)
+_patches: dict[tuple[type, str], Callable[..., Any]] = {}
 
 
-def _thread_start(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def _make_start(original: Callable[..., Any]) -> Callable[..., Any]:
+    def start(self: threading.Thread, *args: Any, **kwargs: Any) -> Any:
+        if _active:
+            _capture_context(self)
+        return original(self, *args, **kwargs)
+
+    return start
+
+
+def _capture_context(thread: threading.Thread) -> None:
     ctx = contextvars.copy_context()
     try:
-        owner = next(c for c in type(instance).__mro__ if "run" in c.__dict__)
+        owner = next(c for c in type(thread).__mro__ if "run" in c.__dict__)
         if owner is threading.Thread:
-            setattr(instance, _CTX_ATTR, ctx)  # plain Thread(target=...): the patched run() enters it
+            setattr(thread, _CTX_ATTR, ctx)  # plain Thread(target=...): the patched run() enters it
         else:
             # A subclass overrides run(): shadow it on the instance so it runs in the context.
-            own_run = instance.run
-            instance.run = lambda: ctx.run(own_run)
+            own_run = thread.run
+            thread.run = lambda: ctx.run(own_run)  # type: ignore[method-assign]
     except Exception:  # noqa: BLE001 - never break thread creation (e.g. __slots__ subclasses)
         pass
-    return wrapped(*args, **kwargs)
 
 
-def _thread_run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    ctx = getattr(instance, _CTX_ATTR, None)
-    if ctx is None:
-        return wrapped(*args, **kwargs)
-    try:
-        delattr(instance, _CTX_ATTR)  # one context, one run
-    except AttributeError:  # pragma: no cover
-        pass
-    return ctx.run(wrapped, *args, **kwargs)
+def _make_run(original: Callable[..., Any]) -> Callable[..., Any]:
+    def run(self: threading.Thread, *args: Any, **kwargs: Any) -> Any:
+        ctx = getattr(self, _CTX_ATTR, None)
+        if ctx is None:
+            return original(self, *args, **kwargs)
+        try:
+            delattr(self, _CTX_ATTR)  # one context, one run
+        except AttributeError:  # pragma: no cover
+            pass
+        return ctx.run(original, self, *args, **kwargs)
+
+    return run
 
 
-def _executor_submit(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    def _bind(fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
-        ctx = contextvars.copy_context()
-        return wrapped(ctx.run, fn, *a, **kw)
+def _make_submit(original: Callable[..., Any]) -> Callable[..., Any]:
+    def submit(self: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        if not _active:
+            return original(self, fn, *args, **kwargs)
+        return original(self, contextvars.copy_context().run, fn, *args, **kwargs)
 
-    return _bind(*args, **kwargs)
+    return submit
 
 
 def install_thread_propagation() -> None:
-    """Idempotent: wrap Thread.start/run and ThreadPoolExecutor.submit."""
-    global _installed
+    """Idempotent: patch Thread.start/run and ThreadPoolExecutor.submit (imports no third-party module)."""
+    global _active
     with _install_lock:
-        if _installed:
+        if _active:
             return
         import concurrent.futures.thread
 
-        import wrapt
-
-        wrapt.wrap_function_wrapper(threading.Thread, "start", _thread_start)
-        wrapt.wrap_function_wrapper(threading.Thread, "run", _thread_run)
-        wrapt.wrap_function_wrapper(concurrent.futures.thread.ThreadPoolExecutor, "submit", _executor_submit)
-        _installed = True
+        _patch(threading.Thread, "start", _make_start)
+        _patch(threading.Thread, "run", _make_run)
+        _patch(concurrent.futures.thread.ThreadPoolExecutor, "submit", _make_submit)
+        _active = True
 
 
 def uninstall_thread_propagation() -> None:
     """Undo :func:`install_thread_propagation` (paired, same order)."""
-    global _installed
+    global _active
     with _install_lock:
-        if not _installed:
+        if not _active:
             return
+        _active = False
         import concurrent.futures.thread
 
-        _unwrap(threading.Thread, "start")
-        _unwrap(threading.Thread, "run")
-        _unwrap(concurrent.futures.thread.ThreadPoolExecutor, "submit")
-        _installed = False
+        _unpatch(threading.Thread, "start")
+        _unpatch(threading.Thread, "run")
+        _unpatch(concurrent.futures.thread.ThreadPoolExecutor, "submit")
 
 
-def _unwrap(owner: Any, attr: str) -> None:
-    current = owner.__dict__.get(attr)
-    original = getattr(current, "__wrapped__", None)
-    if original is not None:
-        setattr(owner, attr, original)
+def _chain(owner: type, name: str) -> list[Any]:
+    """The method and what it wraps, outermost first (through ``__wrapped__``, bounded)."""
+    found: list[Any] = [owner.__dict__.get(name)]
+    while len(found) < 16 and getattr(found[-1], "__wrapped__", None) is not None:
+        found.append(found[-1].__wrapped__)
+    return found
+
+
+def _patch(owner: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    ours = _patches.get((owner, name))
+    if ours is not None and any(f is ours for f in _chain(owner, name)):
+        return  # still in place (under another library's wrapper): reactivated by _active
+    original = owner.__dict__[name]
+    replacement = functools.update_wrapper(make(original), original)  # __wrapped__, name, doc, signature
+    _patches[(owner, name)] = replacement
+    setattr(owner, name, replacement)
+
+
+def _unpatch(owner: type, name: str) -> None:
+    """Restore the original when ours is the outermost layer. When another library wrapped over
+    ours since (OpenTelemetry's threading instrumentation, say), removing ours from the middle
+    would break theirs: it stays, calling straight through while inactive."""
+    ours = _patches.get((owner, name))
+    if ours is not None and owner.__dict__.get(name) is ours:
+        setattr(owner, name, getattr(ours, "__wrapped__"))  # set by functools.update_wrapper in _patch
+        del _patches[(owner, name)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, ClassVar
 
 from . import DidNotEnable
@@ -28,6 +29,7 @@ class Integration:
     def __init__(self) -> None:
         self._undo: list[Callable[[], None]] = []
         self._patched: set[str] = set()
+        self._wrapped: dict[tuple[int, str], Any] = {}  # (id(owner), attribute) -> the wrapper we installed
 
     # -- called by callgate.integrations -----------------------------------------------------
     def module_loaded(self, name: str, module: Any) -> None:
@@ -57,21 +59,32 @@ class Integration:
     def patch_module(self, name: str, module: Any) -> None:
         raise NotImplementedError
 
-    def wrap(self, owner: type, attribute: str, wrapper: Callable[..., Any]) -> None:
-        """``wrapt.wrap_function_wrapper`` on a method that ``owner`` itself defines, with its undo.
+    def wrap(self, owner: type | ModuleType, attribute: str, wrapper: Callable[..., Any]) -> None:
+        """``wrapt.wrap_function_wrapper`` on a method that ``owner`` itself defines (or a function
+        a module defines), with its undo.
 
         Wrapping a method a class merely inherits would stack a second wrapper over the base
-        class's (every call checked twice), so that is refused; so is wrapping twice.
+        class's (every call checked twice), so that is refused; so is wrapping twice. Another
+        library's wrapt wrapper already there (an OpenTelemetry instrumentation, say) is *not* a
+        reason to skip: ours goes on top of it, and the undo puts theirs back.
         """
         import wrapt
 
         original = owner.__dict__.get(attribute)
         if original is None:
-            raise DidNotEnable(f"{owner.__qualname__} does not define {attribute}")
-        if isinstance(original, wrapt.FunctionWrapper):
+            name = getattr(owner, "__qualname__", None) or getattr(owner, "__name__", repr(owner))
+            raise DidNotEnable(f"{name} does not define {attribute}")
+        key = (id(owner), attribute)
+        if self._wrapped.get(key) is original:
             return
         wrapt.wrap_function_wrapper(owner, attribute, wrapper)
-        self.on_undo(lambda: setattr(owner, attribute, original))
+        self._wrapped[key] = owner.__dict__[attribute]
+
+        def undo() -> None:
+            setattr(owner, attribute, original)
+            self._wrapped.pop(key, None)
+
+        self.on_undo(undo)
 
     def on_undo(self, undo: Callable[[], None]) -> None:
         """Register how to revert a patch made another way (a descriptor, a hook registration)."""

@@ -11,6 +11,8 @@ loop retry the call six times (frameworks.md).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -30,6 +32,7 @@ __all__ = ["ALREADY_CHECKED", "Refused", "acheck_tool", "arun_permitted", "check
            "run_permitted"]
 
 T = TypeVar("T")
+log = logging.getLogger("callgate")
 
 
 class _AlreadyChecked:
@@ -74,77 +77,100 @@ def refusal_message(error: BaseException) -> str:
     return f"Tool call not run: {error}"
 
 
-def _pending_message(handle: Any) -> str:
-    call_id = getattr(handle, "call_id", None)
-    return (f"Tool call is waiting for a human approval (call {call_id}); the tool has not run yet. "
-            "Do not assume it happened.")
-
-
 def _refuse(error: CallgateError) -> Refused:
     if runtime().config.raise_on_block is True:
         raise error
     return Refused(error, refusal_message(error))
 
 
-def _interpret(outcome: Any) -> Permit | Refused:
-    if isinstance(outcome, Permit):
-        return outcome
-    # approval_mode "async"/"webhook": a pending handle. The framework needs an answer now.
-    return Refused(None, _pending_message(outcome))
+#: A framework's tool call always waits for the human (without blocking an event loop on async
+#: paths), whatever ``configure(approval_mode=...)`` says: the agent loop needs the tool's result
+#: now, and a pending handle handed back to the model would leave an approved call that nothing
+#: runs. ``async``/``webhook`` modes are for ``@callgate.guard`` and ``check_call`` in user code.
+_FRAMEWORK_MODE = "wait"
 
 
-def check_tool(tool: str, args: Mapping[str, Any], *, framework: str,
-               target: Any = None) -> Permit | Refused | _AlreadyChecked:
+def _interpret(outcome: Any) -> Permit:
+    if not isinstance(outcome, Permit):  # only a pending handle could come back, and "wait" never returns one
+        raise TypeError(f"expected a Permit in approval mode 'wait', got {type(outcome).__name__}")
+    return outcome
+
+
+def check_tool(tool: str, args: Mapping[str, Any], *, framework: str, target: Any = None,
+               metadata: Mapping[str, Any] | None = None) -> Permit | Refused | _AlreadyChecked:
     """Sync check of one framework tool call. Blocks while a human decides (approval mode
-    ``wait``); call it only where blocking is allowed (a sync tool path or a worker thread)."""
+    ``wait``); call it only where blocking is allowed (a sync tool path or a worker thread).
+    ``metadata`` is stored with the call for the audit trail (e.g. which MCP server a tool is from)."""
     if take_pass(target, tool=tool):
         return ALREADY_CHECKED
     try:
-        return _interpret(check_call(tool, args, framework=framework))
+        return _interpret(check_call(tool, args, framework=framework, metadata=metadata,
+                                     approval_mode=_FRAMEWORK_MODE))
     except CallgateError as e:
         return _refuse(e)
 
 
-async def acheck_tool(tool: str, args: Mapping[str, Any], *, framework: str,
-                      target: Any = None) -> Permit | Refused | _AlreadyChecked:
+async def acheck_tool(tool: str, args: Mapping[str, Any], *, framework: str, target: Any = None,
+                      metadata: Mapping[str, Any] | None = None) -> Permit | Refused | _AlreadyChecked:
     """:func:`check_tool` for async paths: never blocks the event loop, even while waiting for a human."""
     if take_pass(target, tool=tool):
         return ALREADY_CHECKED
     try:
-        return _interpret(await acheck_call(tool, args, framework=framework))
+        return _interpret(await acheck_call(tool, args, framework=framework, metadata=metadata,
+                                            approval_mode=_FRAMEWORK_MODE))
     except CallgateError as e:
         return _refuse(e)
 
 
+#: What a ``failed`` callback answers: falsy (succeeded), ``True`` or the error (failed).
+Failure = bool | str | BaseException | None
+
+
+def _report_result(permit: Permit, failed: Callable[[T], Failure] | None, result: T) -> None:
+    try:
+        verdict = failed(result) if failed is not None else None
+    except Exception:  # noqa: BLE001 - judging the result must not break the agent
+        log.exception("callgate: could not judge the result of %s", permit.tool)
+        verdict = None
+    if verdict is None or verdict is False:
+        permit.report("succeeded")
+    else:
+        permit.report("failed", error=verdict if isinstance(verdict, (str, BaseException)) else None)
+
+
 def run_permitted(permit: Permit | _AlreadyChecked, tool: str, target: Any, call: Callable[[], T],
-                  failed: Callable[[T], bool] | None = None) -> T:
+                  failed: Callable[[T], Failure] | None = None, *, pass_on: bool = True) -> T:
     """Run the tool once under ``permit``; enforcers entered inside (a ``@guard``-ed function, another
     framework's adapter of the same tool) skip their check. The outcome is reported in the background:
-    ``failed(result)`` marks a result that is the framework's own handled tool error."""
+    ``failed(result)`` marks a result that is the framework's own handled tool error: ``True``, or
+    the error itself (an exception or its text) to report with it; ``False``/``None``: it succeeded.
+    ``pass_on=False`` hands no pass: for a tool whose body is a whole nested agent run, where every
+    call is a new one, even one of a tool with the same name."""
     if not isinstance(permit, Permit):
         return call()
     permit.start()
     try:
-        with permitted(target, tool=tool):
+        with permitted(target, tool=tool) if pass_on else contextlib.nullcontext():
             result = call()
     except BaseException as e:
         permit.report("failed", error=e)
         raise
-    permit.report("failed" if failed is not None and failed(result) else "succeeded")
+    _report_result(permit, failed, result)
     return result
 
 
 async def arun_permitted(permit: Permit | _AlreadyChecked, tool: str, target: Any,
-                         call: Callable[[], Awaitable[T]], failed: Callable[[T], bool] | None = None) -> T:
+                         call: Callable[[], Awaitable[T]], failed: Callable[[T], Failure] | None = None, *,
+                         pass_on: bool = True) -> T:
     """:func:`run_permitted` for coroutines."""
     if not isinstance(permit, Permit):
         return await call()
     permit.start()
     try:
-        with permitted(target, tool=tool):
+        with permitted(target, tool=tool) if pass_on else contextlib.nullcontext():
             result = await call()
     except BaseException as e:
         permit.report("failed", error=e)
         raise
-    permit.report("failed" if failed is not None and failed(result) else "succeeded")
+    _report_result(permit, failed, result)
     return result
