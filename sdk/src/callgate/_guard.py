@@ -138,10 +138,15 @@ def already_checking(target: Any = None, *, tool: str | None = None) -> bool:
 
 
 def _matches(current: tuple[object | None, str | None], target: Any, tool: str | None) -> bool:
+    """Whether the held pass covers this enforcer. When both sides name their tool, the names
+    decide: a function guarded as ``stripe.refund`` but handed to a framework as
+    ``refund_customer`` was only checked under the framework's name, so its own policy must
+    still be consulted (same code, different policy). Code identity decides only when a name
+    is missing."""
     held_target, held_tool = current
-    if target is not None and held_target is not None and held_target is _target_key(target):
-        return True
-    return tool is not None and held_tool is not None and held_tool == tool_key(tool)
+    if tool is not None and held_tool is not None:
+        return held_tool == tool_key(tool)
+    return target is not None and held_target is not None and held_target is _target_key(target)
 
 
 # -- permits ----------------------------------------------------------------------------
