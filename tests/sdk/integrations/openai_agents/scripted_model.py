@@ -3,9 +3,12 @@
 Adapted from shared/reference/framework-proofs/agents_scripted_model.py. The conversation rule:
 
 * the last input item is a user message whose text is JSON -- ``{"tool": name, "args": {...}}`` or a
-  list of those: the model calls those tools, all in one turn;
-* the input ends with tool outputs (``function_call_output`` items): the model records them in
-  ``seen`` (what it was told) and answers ``"final: <output> | <output> ..."``.
+  list of those: the model calls those tools, all in one turn; a ``"kind"`` (:data:`NATIVE_KINDS`,
+  see :func:`native`) makes it a call of a tool that is not a function tool (shell, local shell,
+  computer, apply_patch, custom), whose ``args`` are that call's own fields;
+* the input ends with tool outputs (``function_call_output`` items, or the other tools'
+  ``*_output`` items): the model records them in ``seen`` (what it was told, as text) and
+  ``seen_items`` (the items themselves) and answers ``"final: <output> | <output> ..."``.
 
 Both ``get_response`` (``Runner.run`` / ``run_sync``) and ``stream_response`` (``Runner.run_streamed``)
 are implemented. Every turn reports a different, known usage (``reported``), so token tests can
@@ -24,13 +27,18 @@ from agents import ModelResponse, Usage
 from agents.models.interface import Model
 from openai.types.responses import (
     Response,
+    ResponseApplyPatchToolCall,
     ResponseCompletedEvent,
+    ResponseComputerToolCall,
+    ResponseCustomToolCall,
+    ResponseFunctionShellToolCall,
     ResponseFunctionToolCall,
     ResponseOutputItemDoneEvent,
     ResponseOutputMessage,
     ResponseOutputText,
     ResponseUsage,
 )
+from openai.types.responses.response_output_item import LocalShellCall
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 SERVED_SUFFIX = "-2025-04-14"
@@ -58,6 +66,28 @@ def users(*calls: tuple[str, dict[str, Any]]) -> str:
     return json.dumps([{"tool": tool, "args": args} for tool, args in calls])
 
 
+#: Calls of tools that are not function tools, by the ``kind`` a call spec names.
+NATIVE_KINDS = ("shell", "local_shell", "computer", "apply_patch", "custom")
+
+#: The output item types the model reads back (one per kind of call).
+OUTPUT_TYPES = frozenset({"function_call_output", "shell_call_output", "local_shell_call_output",
+                          "computer_call_output", "apply_patch_call_output", "custom_tool_call_output"})
+
+
+def native(kind: str, name: str | None = None, **fields: Any) -> dict[str, Any]:
+    """One call spec of a non-function tool: ``native("shell", commands=["ls"])``,
+    ``native("local_shell", command=[...])``, ``native("computer", actions=[{...}])``,
+    ``native("apply_patch", operation={...})``, ``native("custom", "run_sql", input="...")``."""
+    if kind not in NATIVE_KINDS:
+        raise ValueError(f"unknown kind {kind!r}")
+    return {"kind": kind, "tool": name or kind, "args": fields}
+
+
+def ask(*specs: dict[str, Any]) -> str:
+    """A user message that makes the model make these calls (specs from :func:`native`), in one turn."""
+    return json.dumps(list(specs))
+
+
 def output_text(output: Any) -> str:
     """A tool output as the model reads it: text, or the text parts of structured content (MCP)."""
     if isinstance(output, list):
@@ -69,11 +99,43 @@ def _item(item: Any) -> dict[str, Any]:
     return item if isinstance(item, dict) else item.model_dump(exclude_unset=True)
 
 
+def _item_text(item: dict[str, Any]) -> str:
+    """An output item as text: a shell call's stdout/stderr, a computer call's screenshot URL."""
+    output = item.get("output")
+    if item["type"] == "shell_call_output":
+        return " ".join(part for entry in output or [] for part in (entry.get("stdout"), entry.get("stderr")) if part)
+    if item["type"] == "computer_call_output":
+        return output["image_url"]
+    return output_text(output if output is not None else "")
+
+
+def _call_item(call: dict[str, Any], n: str) -> Any:
+    kind, args = call.get("kind"), call["args"]
+    if kind is None:
+        return ResponseFunctionToolCall(id=f"fc_{n}", call_id=f"call_{n}", type="function_call", name=call["tool"],
+                                        arguments=json.dumps(args))
+    if kind == "shell":
+        return ResponseFunctionShellToolCall(id=f"sh_{n}", call_id=f"call_{n}", type="shell_call", status="completed",
+                                             action=args)
+    if kind == "local_shell":
+        return LocalShellCall(id=f"ls_{n}", call_id=f"call_{n}", type="local_shell_call", status="completed",
+                              action={"type": "exec", "env": {}, **args})
+    if kind == "computer":
+        return ResponseComputerToolCall(id=f"cu_{n}", call_id=f"call_{n}", type="computer_call", status="completed",
+                                        pending_safety_checks=[], **args)
+    if kind == "apply_patch":
+        return ResponseApplyPatchToolCall(id=f"ap_{n}", call_id=f"call_{n}", type="apply_patch_call",
+                                          status="completed", **args)
+    return ResponseCustomToolCall(id=f"ct_{n}", call_id=f"call_{n}", type="custom_tool_call", name=call["tool"],
+                                  input=args["input"])
+
+
 class ScriptedModel(Model):
     def __init__(self, model: str = "gpt-4.1") -> None:
         self.model = model  # the attribute the SDK's own Model classes use
         self.turns = 0
         self.seen: list[str] = []  # every tool output the model was given, in order
+        self.seen_items: list[dict[str, Any]] = []  # the same outputs, as the items themselves
         self.reported: list[Reported] = []
         self.streamed_model = model + SERVED_SUFFIX
 
@@ -83,11 +145,13 @@ class ScriptedModel(Model):
         items = [{"role": "user", "content": input}] if isinstance(input, str) else [_item(i) for i in input]
         outputs = []
         for item in reversed(items):
-            if item.get("type") != "function_call_output":
+            if item.get("type") not in OUTPUT_TYPES:
                 break
-            outputs.append(output_text(item.get("output")))
+            outputs.append(item)
         if outputs:
             outputs.reverse()
+            self.seen_items.extend(outputs)
+            outputs = [_item_text(item) for item in outputs]
             self.seen.extend(outputs)
             text = "final: " + " | ".join(outputs)
             return [ResponseOutputMessage(
@@ -98,9 +162,7 @@ class ScriptedModel(Model):
             content = content[0].get("text")
         spec = json.loads(content)
         calls = spec if isinstance(spec, list) else [spec]
-        return [ResponseFunctionToolCall(id=f"fc_{self.turns}_{i}", call_id=f"call_{self.turns}_{i}",
-                                         type="function_call", name=call["tool"], arguments=json.dumps(call["args"]))
-                for i, call in enumerate(calls)]
+        return [_call_item(call, f"{self.turns}_{i}") for i, call in enumerate(calls)]
 
     def _usage(self, model: str) -> Reported:
         n = self.turns
