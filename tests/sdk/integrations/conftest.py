@@ -1,8 +1,8 @@
 """Fixtures for the framework suites (run each in its own environment: tests/envs/<name>).
 
-``gateway`` is one real `callgate serve` per test module (starting one costs seconds); tests keep
-apart by running each in its own ``callgate.session`` (``session_id`` fixture) and by resetting
-the SDK after every test. A module may set ``POLICY = "..."`` to use its own policy.
+``gateway`` is one real `callgate serve` shared by every module on ``DEFAULT_POLICY`` (a module
+that sets ``POLICY = "..."`` gets its own); tests keep apart by running each in its own
+``callgate.session`` (``session_id`` fixture) and by resetting the SDK after every test.
 """
 
 from __future__ import annotations
@@ -16,9 +16,22 @@ import callgate
 from tests.sdk.integrations.harness import DEFAULT_POLICY, Gateway, new_session, running_gateway
 
 
+@pytest.fixture(scope="session")
+def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One gateway on ``DEFAULT_POLICY`` for every module that does not set its own ``POLICY``:
+    starting one costs seconds (tens of seconds on a loaded machine), and tests keep apart by
+    ``callgate.session`` anyway."""
+    with running_gateway(Path(tmp_path_factory.mktemp("gateway")), DEFAULT_POLICY) as gw:
+        yield gw
+
+
 @pytest.fixture(scope="module")
 def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    policy = getattr(request.module, "POLICY", DEFAULT_POLICY)
+    """The shared gateway, or a module's own one when the module sets ``POLICY``."""
+    policy = getattr(request.module, "POLICY", None)
+    if policy is None:
+        yield request.getfixturevalue("shared_gateway")
+        return
     with running_gateway(Path(tmp_path_factory.mktemp("gateway")), policy) as gw:
         yield gw
 
