@@ -1,7 +1,12 @@
 """Redis pub/sub bridge: wake long-polls held by *other* processes.
 
-Every gateway worker subscribes to one channel in its lifespan and turns each message (a call
-id) into ``Notifier.publish(call_id)``, releasing that worker's held ``GET /v1/calls/{id}?wait=``.
+Every gateway worker subscribes to one channel in its lifespan and turns each message (call ids
+separated by single spaces) into ``Notifier.publish(call_id)`` for each, releasing that worker's
+held ``GET /v1/calls/{id}?wait=``. A publisher announcing many calls at once (an expiry sweep)
+packs up to ``IDS_PER_MESSAGE`` ids into one message: one round trip and one message to parse per
+hundred calls instead of per call (a single-id message is the same bytes as before, so older
+publishers' messages are understood; an older *receiver* would miss packed wake-ups and fall back
+to its DB re-check).
 Publishers are every place a call leaves ``pending`` outside the worker that holds the poll:
 ``approvals.decide`` (console, Slack), the ``callgate calls approve|deny`` CLI and the Celery
 expiry sweep.
@@ -24,7 +29,20 @@ from gateway.notify import Notifier
 log = logging.getLogger("callgate.pubsub")
 
 CHANNEL = "callgate:call-updated"
+IDS_PER_MESSAGE = 100  # 100 UUIDs: 3.7 KB per message
 _SOCKET_TIMEOUT = 2.0
+
+
+def pack(call_ids: Iterable[str]) -> list[str]:
+    """The messages announcing ``call_ids``: up to ``IDS_PER_MESSAGE`` ids each, space-separated."""
+    ids = list(call_ids)
+    return [" ".join(ids[i:i + IDS_PER_MESSAGE]) for i in range(0, len(ids), IDS_PER_MESSAGE)]
+
+
+def unpack(data: bytes | str) -> list[str]:
+    """The call ids of one message (a bare id, or several separated by spaces)."""
+    text = data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
+    return text.split()
 
 
 class RedisBridge:
@@ -74,8 +92,8 @@ class RedisBridge:
         if self._publisher is None:
             return False
         try:
-            for call_id in call_ids:
-                await self._publisher.publish(self.channel, call_id)
+            for message in pack(call_ids):
+                await self._publisher.publish(self.channel, message)
             return True
         except (RedisError, OSError) as exc:
             log.warning("redis publish failed (%s); other workers fall back to the DB re-check", exc)
@@ -105,10 +123,9 @@ class RedisBridge:
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
-                    data = message.get("data")
-                    call_id = data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
                     self.received += 1
-                    self.notifier.publish(call_id)
+                    for call_id in unpack(message.get("data") or b""):
+                        self.notifier.publish(call_id)
                 raise ConnectionError("subscription ended")
             except asyncio.CancelledError:
                 raise
@@ -159,8 +176,16 @@ class SyncPublisher:
         from redis.exceptions import RedisError
 
         try:
-            for call_id in call_ids:
-                self._client.publish(self.channel, call_id)
+            messages = pack(call_ids)
+            if not messages:
+                return True
+            if len(messages) == 1:
+                self._client.publish(self.channel, messages[0])
+            else:  # one round trip for all of them
+                pipe = self._client.pipeline(transaction=False)
+                for message in messages:
+                    pipe.publish(self.channel, message)
+                pipe.execute()
             return True
         except (RedisError, OSError) as exc:
             log.warning("redis publish failed (%s); waiting agents see the change at the next DB re-check", exc)

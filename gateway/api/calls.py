@@ -16,14 +16,25 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
 
-from gateway.calls import CallView, Submission, claim_call, prepare_call, read_call, record_outcome, submit_calls
+from gateway.calls import (
+    CallView,
+    ClaimAttempt,
+    Submission,
+    attempt_claim,
+    claim_call,
+    prepare_call,
+    read_calls,
+    record_outcome,
+    settled_calls,
+    submit_calls,
+)
 from gateway.errors import NotFound, Unauthorized
-from gateway.keys import parse_bearer
-from gateway.problems import problem_responses
-from gateway.runtime import Runtime
+from gateway.keys import ParsedKey, parse_bearer
 from gateway.notify import wait_event
+from gateway.problems import problem_responses
+from gateway.read_batch import ReadBatcher
+from gateway.runtime import Runtime
 from gateway.schemas import UUID_PATTERN, CallCreate, CallDecision, CallPublic, ClaimPublic, OutcomeCreate
 from gateway.strict_json import parse_strict
 from gateway.errors import DomainError
@@ -31,12 +42,22 @@ from gateway.errors import DomainError
 router = APIRouter(prefix="/v1", tags=["calls"])
 MAX_WAIT_SECONDS = 30.0
 WAITING_STATUSES = frozenset({"pending"})
+#: Statuses a ``claim=1`` long-poll answers as they are, without trying to claim (never runnable,
+#: or not yet decided). Every other status is claimed, or refused as ``already_claimed``.
+UNCLAIMABLE_STATUSES = frozenset({"pending", "denied", "expired", "blocked"})
+NO_STORE = {"cache-control": "no-store"}  # state that changes (and one-time claims): never cached
 
 
-def _json(body: dict[str, Any], status: int = 200) -> Response:
+def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), status, media_type="application/json"
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), status, headers=headers,
+        media_type="application/json",
     )
+
+
+def _claimed(view: CallView) -> Response:
+    """The answer of a won claim (the claim endpoint's and a ``claim=1`` long-poll's)."""
+    return _json({"claimed": True, **view.detail_body()}, headers=NO_STORE)
 
 
 class UnsupportedMediaType(DomainError):
@@ -65,7 +86,31 @@ async def _strict_body(request: Request, model: type[BaseModel]) -> dict[str, An
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+    schema = _inline_defs(model.model_json_schema())
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The model's JSON Schema with its ``$defs`` inlined: inside an OpenAPI document a
+    ``#/$defs/...`` reference resolves against the document root, where there is no ``$defs``
+    (the nested ``UsageEventIn`` of ``POST /v1/usage`` was unresolvable for every client)."""
+    defs: dict[str, Any] = schema.pop("$defs", {})
+
+    def inline(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [inline(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.removeprefix("#/$defs/")
+            if name in seen:
+                raise ValueError(f"recursive model {name} cannot be inlined")
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            return inline({**defs[name], **siblings}, (*seen, name))
+        return {k: inline(v, seen) for k, v in node.items()}
+
+    return inline(schema, ())  # type: ignore[no-any-return]
 
 
 def _runtime(request: Request) -> Runtime:
@@ -102,38 +147,70 @@ async def create_call(request: Request) -> Response:
 
 @router.get(
     "/calls/{call_id}",
-    summary="Read a call (optionally waiting for its decision)",
+    summary="Read a call (optionally waiting for its decision, and claiming it once approved)",
     response_model=CallPublic,
-    responses=problem_responses(401, 404, 422, 503),
+    responses=problem_responses(
+        401, 403, 404, 409, 422, 503,
+        descriptions={409: "``claim=1`` and the call was already claimed (``already_claimed``)"}),
 )
 async def read_call_route(
     request: Request,
     call_id: str,
     wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="Hold up to this many seconds while pending."),
+    claim: bool = Query(False, description="Once the call is approved, claim it for execution in this same "
+                        "request (exactly as POST /v1/calls/{id}/claim does) and answer the claim."),
 ) -> Response:
     """The call as recorded. With ``wait``, a pending call is held until it is decided or the wait
-    ends (a long-poll), so an agent resumes the moment a reviewer decides."""
+    ends (a long-poll), so an agent resumes the moment a reviewer decides.
+
+    With ``claim=1`` an approved call is claimed in the same request that learns of the approval:
+    the answer is then the claim's (``{"claimed": true, ...}``, status ``running``; 409
+    ``already_claimed`` if anyone claimed it before), saving the agent a second round trip and
+    the gateway a re-read between the wake-up and the claim. The claim itself is the claim
+    endpoint's: one conditional update, audited as ``execution.claimed``, won by exactly one
+    request. Denied, expired and still-pending calls are answered as without ``claim``."""
     key = parse_bearer(request.headers.get("authorization"))
     if key is None:
         raise Unauthorized("missing or malformed API key", code="invalid_api_key")
     call_id = _check_call_id(call_id)
     rt = _runtime(request)
+    polls = _long_polls(request)
 
-    def load() -> CallView:
-        with rt.reader.begin() as conn:
-            return read_call(conn, call_id=call_id, key=key, pepper=rt.secret)
+    async def claim_it() -> ClaimAttempt:
+        return await rt.commit_queue.run(
+            lambda conn, audit: attempt_claim(conn, audit, call_id=call_id, key=key, pepper=rt.secret))
 
     deadline = time.monotonic() + wait
     # Watch before the first read, so a decision committed between the read and the wait still wakes us.
     with rt.notifier.watch(call_id) as woken:
-        view = await run_in_threadpool(load)
-        while view.decision_body()["status"] in WAITING_STATUSES and (remaining := deadline - time.monotonic()) > 0:
-            # Wake on a push (decision, expiry sweep), at the call's own expiry, or at the DB re-check.
-            timeout = min(remaining, rt.recheck_seconds, _until(view.row["expires_at"]))
-            await wait_event(woken, timeout)
+        view = await polls.read(call_id, key)
+        while True:
+            status = view.status
+            if claim and status not in UNCLAIMABLE_STATUSES:
+                attempt = await claim_it()  # approved: claim; already claimed: 409 already_claimed
+                if attempt.claimed:
+                    return _claimed(attempt.view)
+                view, status = attempt.view, attempt.view.status
+            if status not in WAITING_STATUSES or (remaining := deadline - time.monotonic()) <= 0:
+                break
+            # Wake on a push (a decision, an expiry sweep, the worker's DB re-check) or at the
+            # call's expiry. Without a push nothing changed that this worker could know of: the
+            # view still holds (its status is recomputed against the clock, so an expiry shows),
+            # and the end of the wait answers it without another read. A change the re-check has
+            # not caught yet reaches the agent at its next poll, which reads first.
+            if not await wait_event(woken, min(remaining, _until(view.row["expires_at"]))):
+                continue
             woken.clear()  # before the re-read: a publish after this point makes the next wait return at once
-            view = await run_in_threadpool(load)
-    return _json(view.detail_body())
+            if claim:
+                # A push means the call changed, almost always to approved: go straight to the
+                # claim (it reads the row in its own transaction) instead of reading first.
+                attempt = await claim_it()
+                if attempt.claimed:
+                    return _claimed(attempt.view)
+                view = attempt.view
+            else:
+                view = await polls.read(call_id, key)
+    return _json(view.detail_body(), headers=NO_STORE)
 
 
 @router.post(
@@ -155,7 +232,7 @@ async def claim(request: Request, call_id: str) -> Response:
     view: CallView = await rt.commit_queue.run(
         lambda conn, audit: claim_call(conn, audit, call_id=call_id, key=key, pepper=rt.secret)
     )
-    return _json({"claimed": True, **view.detail_body()})
+    return _claimed(view)
 
 
 @router.post(
@@ -179,6 +256,43 @@ async def create_outcome(request: Request, call_id: str) -> Response:
     )
     rt.metrics.outcomes.labels(view.row["tool"], body["status"]).inc()
     return _json(view.detail_body())
+
+
+class _LongPolls:
+    """What this worker's long-polls share: their reads, batched (``gateway.read_batch``), and
+    the worker's periodic re-check of every held call (``Notifier.recheck_with``)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.reads: ReadBatcher[tuple[str, ParsedKey], CallView | DomainError] = ReadBatcher(self._read_many)
+
+    async def read(self, call_id: str, key: ParsedKey) -> CallView:
+        result = await self.reads.read((call_id, key))
+        if isinstance(result, DomainError):
+            raise result
+        return result
+
+    def _read_many(self, requests: list[tuple[str, ParsedKey]]) -> list[CallView | DomainError]:
+        with self.runtime.reader.begin() as conn:
+            return read_calls(conn, requests, pepper=self.runtime.secret)
+
+    def settled(self, call_ids: list[str]) -> list[str]:
+        with self.runtime.reader.begin() as conn:
+            return settled_calls(conn, call_ids)
+
+
+def _long_polls(request: Request) -> _LongPolls:
+    """This app's :class:`_LongPolls`, made on first use for the runtime its lifespan built.
+
+    (It belongs in ``Runtime``, built by ``gateway.app.build_runtime``; until then it is kept on
+    ``app.state`` and rebuilt whenever the lifespan made a new runtime.)"""
+    rt = _runtime(request)
+    polls: _LongPolls | None = getattr(request.app.state, "long_polls", None)
+    if polls is None or polls.runtime is not rt:
+        polls = _LongPolls(rt)
+        request.app.state.long_polls = polls
+    rt.notifier.recheck_with(polls.settled, rt.recheck_seconds)  # cheap; follows recheck_seconds changes
+    return polls
 
 
 def _until(expires_at: Any) -> float:

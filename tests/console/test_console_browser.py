@@ -1,5 +1,7 @@
 """The console in a real browser against a real ``callgate serve``: a reviewer watches the queue,
-an agent's call appears without a reload, and the reviewer's click releases (or stops) the agent.
+an agent's call appears without a reload, and the reviewer's click releases (or stops) the agent;
+or nobody decides in time, the call expires in front of the reviewer, and a late click changes
+nothing.
 
 Drives Debian's Chromium (``/usr/bin/chromium``; ``scripts/test`` installs it) through Playwright's
 sync API -- no browser download. With ``CALLGATE_SCREENSHOTS=1`` the approve test also writes
@@ -15,6 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,13 @@ policies:
         when: {arg: amount, gt: 1000}
         action: require_approval
         reason: Transfers over 1000 EUR need a second pair of eyes
+  - tool: refund_card
+    rules:
+      - name: card-refunds-expire-fast
+        when: {arg: amount, gt: 0}
+        action: require_approval
+        approval_timeout: 10s
+        reason: Card refunds must be approved within seconds
   - tool: send_email
     rules:
       - name: outside-recipients-need-a-human
@@ -94,12 +104,15 @@ def browser(gateway: Gateway) -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture
-def page(browser: Any, gateway: Gateway) -> Iterator[Any]:
-    """A fresh browser context (no cookies), signed in as the reviewer, on the queue page."""
+def reviewer_page(browser: Any, gateway: Gateway, errors: list[str], *, fake_clock: bool = False) -> Any:
+    """A fresh browser context (no cookies), signed in as the reviewer, on the queue page. Script
+    errors, CSP violations and answers >= 400 are appended to ``errors``. ``fake_clock`` installs
+    Playwright's clock first (it runs normally until a test pauses it): the clock belongs to the
+    whole context, so a page whose timers a test freezes needs a context of its own."""
     context = browser.new_context(viewport={"width": 1280, "height": 760})
+    if fake_clock:
+        context.clock.install()
     pg = context.new_page()
-    errors: list[str] = []
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
@@ -112,9 +125,17 @@ def page(browser: Any, gateway: Gateway) -> Iterator[Any]:
     cookies = {c["name"]: c for c in context.cookies()}
     session = cookies["__Host-callgate_session"]  # the __Host- cookie works on http://127.0.0.1
     assert (session["secure"], session["httpOnly"], session["sameSite"], session["path"]) == (True, True, "Lax", "/")
+    return pg
+
+
+@pytest.fixture
+def page(browser: Any, gateway: Gateway) -> Iterator[Any]:
+    """A fresh browser context (no cookies), signed in as the reviewer, on the queue page."""
+    errors: list[str] = []
+    pg = reviewer_page(browser, gateway, errors)
     yield pg
     assert errors == [], errors  # no CSP violations, no script errors
-    context.close()
+    pg.context.close()
 
 
 @pytest.fixture
@@ -129,13 +150,14 @@ def sdk(gateway: Gateway) -> Iterator[None]:
 class Agent:
     """Runs a guarded tool in a background thread, as an agent framework would."""
 
+    tool: str = "wire_transfer"
     ran: list[dict[str, Any]] = field(default_factory=list)
     result: Any = None
     error: BaseException | None = None
     thread: threading.Thread | None = None
 
     def start(self, **kwargs: Any) -> None:
-        @callgate.guard(name="wire_transfer")
+        @callgate.guard(name=self.tool)
         def wire_transfer(iban: str, amount: int) -> str:
             self.ran.append({"iban": iban, "amount": amount})
             return f"sent {amount} to {iban}"
@@ -161,22 +183,28 @@ def watch_queue_until_the_call_arrives(page: Any, agent: Agent, **kwargs: Any) -
     page.evaluate("window.__queueMarker = 'no reload happened'")
     navigations: list[str] = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url) if frame == page.main_frame else None)
-    assert page.locator("#queue tr[data-call-id]", has_text="wire_transfer").count() == 0
+    assert page.locator("#queue tr[data-call-id]", has_text=agent.tool).count() == 0
     agent.start(**kwargs)
-    row = page.locator("#queue tr[data-call-id]", has_text="wire_transfer")
+    row = page.locator("#queue tr[data-call-id]", has_text=agent.tool)
     row.wait_for(state="visible", timeout=15_000)
     assert page.evaluate("window.__queueMarker") == "no reload happened"
     assert navigations == []
     return str(row.get_attribute("data-call-id"))
 
 
-def open_and_decide(page: Any, call_id: str, amount: int, button: str, comment: str, *,
-                    screenshot: bool = False) -> None:
+def open_call(page: Any, call_id: str, amount: int, *, tool: str = "wire_transfer",
+              rule: str = "large-transfers-need-a-human") -> None:
+    """Click the call's row in the queue and check its detail page."""
     page.locator(f'#queue tr[data-call-id="{call_id}"] a.tool').click()
     page.wait_for_url(f"**/calls/{call_id}")
-    assert page.locator("h1").inner_text() == "wire_transfer"
-    assert "large-transfers-need-a-human" in page.locator("dl.facts").inner_text()
+    assert page.locator("h1").inner_text() == tool
+    assert rule in page.locator("dl.facts").inner_text()
     assert f'"amount": {amount}' in page.locator("pre.args").inner_text()
+
+
+def open_and_decide(page: Any, call_id: str, amount: int, button: str, comment: str, *,
+                    screenshot: bool = False) -> None:
+    open_call(page, call_id, amount)
     page.fill("#comment", comment)
     if screenshot:
         page.screenshot(path=str(DOCS / "console-detail.png"), full_page=True)
@@ -231,3 +259,63 @@ class TestConsoleInBrowser:
         assert agent.error.comment == "Unknown payee; escalate to finance"
         assert agent.error.call_id == call_id
         assert agent.ran == []
+
+    def test_nobody_decides_in_time_the_call_expires_and_a_late_click_changes_nothing(
+            self, page: Any, browser: Any, gateway: Gateway, sdk: None) -> None:
+        """refund_card waits at most 10 s (policy ``approval_timeout``). The reviewer sees it arrive,
+        opens it, and watches it expire: the detail page says so without a reload and its Approve
+        button goes away. A second window opened before the expiry, whose page had not refreshed yet
+        (its timers paused, like a laptop lid closed at the wrong moment), still shows Approve: the
+        click is refused with a clear message and changes nothing. The tool never runs and the
+        caller gets ApprovalExpired."""
+        agent = Agent(tool="refund_card")
+        call_id = watch_queue_until_the_call_arrives(page, agent, iban="FR1420041010050500013M02606", amount=75)
+        open_call(page, call_id, 75, tool="refund_card", rule="card-refunds-expire-fast")
+        page.evaluate("window.__detailMarker = 1")
+        assert page.locator("#call-status .badge.status-pending").count() == 1
+
+        stale_errors: list[str] = []
+        stale = reviewer_page(browser, gateway, stale_errors, fake_clock=True)  # the reviewer's other window
+        stale.goto(f"{gateway.url}/calls/{call_id}")
+        stale.get_by_role("button", name="Approve").wait_for()
+        stale.clock.pause_at(datetime.now(UTC) + timedelta(milliseconds=100))  # its status poll stops here
+
+        # The expiry, seen by the live page without a reload (its status poll, every 2 s).
+        page.locator("#call-status .badge.status-expired").wait_for(timeout=20_000)
+        page.locator("#decision .badge.status-expired").wait_for(timeout=5_000)
+        assert page.get_by_role("button", name="Approve").count() == 0
+        assert page.evaluate("window.__detailMarker") == 1
+        agent.join()
+        assert isinstance(agent.error, callgate.ApprovalExpired), repr(agent.error)
+        assert agent.error.call_id == call_id
+        assert agent.ran == []
+
+        # The stale window still offers Approve; the click is refused and says why.
+        assert stale.locator("#call-status .badge.status-pending").count() == 1
+        stale.fill("#comment", "sorry, was away")
+        stale.get_by_role("button", name="Approve").click()
+        stale.clock.resume()
+        refusal = stale.locator("#decision .error[role=alert]")
+        refusal.wait_for(timeout=10_000)
+        assert "expired" in refusal.inner_text() and "can no longer be decided" in refusal.inner_text()
+        stale.locator("#call-status .badge.status-expired").wait_for(timeout=5_000)
+        assert stale.get_by_role("button", name="Approve").count() == 0
+        # The refusal (and Chromium's console line about it) is the only error that window saw.
+        assert sorted(stale_errors) == [f"409 {gateway.url}/calls/{call_id}/approve",
+                                        "Failed to load resource: the server responded with a status of 409 (Conflict)"]
+        stale.context.close()
+
+        # Nothing changed: still expired, never claimed, never run; gone from the queue.
+        assert read_call(gateway, call_id)["status"] == "expired"
+        assert read_call(gateway, call_id)["decided_by"] in (None, "system:expiry")
+        assert agent.ran == []
+        page.goto(gateway.url + "/")
+        assert page.locator(f'#queue tr[data-call-id="{call_id}"]').count() == 0
+
+
+def read_call(gateway: Gateway, call_id: str) -> dict[str, Any]:
+    """The call as its agent sees it (``GET /v1/calls/{id}``)."""
+    request = urllib.request.Request(f"{gateway.url}/v1/calls/{call_id}",
+                                     headers={"Authorization": f"Bearer {gateway.agent_key}"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from gateway.notify import Notifier
-from gateway.pubsub import RedisBridge, publish_sync
+from gateway.pubsub import IDS_PER_MESSAGE, RedisBridge, pack, publish_sync, unpack
 
 pytestmark = pytest.mark.redis
 
@@ -49,6 +49,49 @@ def test_publish_from_another_process_wakes_local_waiters(redis_url: str) -> Non
     ok, woke_other, latency = asyncio.run(main())
     assert ok and not woke_other
     assert latency < 0.5
+
+
+def test_many_ids_are_packed_into_few_messages() -> None:
+    """A sweep announcing 250 calls sends 3 messages, not 250; a bare id is its own message (the
+    format every publisher used before), and unpack reads both."""
+    ids = [str(uuid.uuid4()) for _ in range(2 * IDS_PER_MESSAGE + 50)]
+    messages = pack(ids)
+    assert len(messages) == 3
+    assert [i for m in messages for i in unpack(m.encode())] == ids
+    assert pack(ids[:1]) == [ids[0]] and unpack(ids[0].encode()) == [ids[0]]
+    assert pack([]) == []
+
+
+@pytest.mark.parametrize("publisher", ["sync", "bridge"])
+def test_a_packed_announcement_wakes_every_call_it_names(redis_url: str, publisher: str) -> None:
+    """publish_sync (CLI, Celery) and the bridge's own publish (approvals.announce), with 250 ids:
+    every waiter of those calls wakes; a call not named stays asleep."""
+    channel = f"test:{uuid.uuid4().hex}"
+    ids = [str(uuid.uuid4()) for _ in range(250)]
+
+    async def main() -> tuple[int, bool, int]:
+        notifier = Notifier()
+        bridge = RedisBridge(redis_url, notifier, channel=channel)
+        await bridge.start()
+        await asyncio.wait_for(bridge.subscribed.wait(), 5)
+        other = str(uuid.uuid4())
+        watches = [notifier.watch(i) for i in [*ids, other]]
+        events = [w.__enter__() for w in watches]
+        if publisher == "sync":
+            assert await asyncio.to_thread(publish_sync, redis_url, ids, channel=channel)
+        else:
+            assert await bridge.publish(ids)
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events[:-1])), 5)
+        await asyncio.sleep(0.05)
+        woke = sum(e.is_set() for e in events[:-1])
+        for w in watches:
+            w.__exit__(None, None, None)
+        received = bridge.received
+        await bridge.stop()
+        return woke, events[-1].is_set(), received
+
+    woke, other_woke, received = asyncio.run(main())
+    assert (woke, other_woke, received) == (250, False, 3)
 
 
 def test_bridge_reconnects_after_its_connection_is_killed(redis_url: str) -> None:
