@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from gateway.calls import CallView
-from gateway.errors import Conflict, DomainError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unprocessable
+from gateway.errors import DomainError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unprocessable
 from gateway.runtime import Runtime
 from gateway.schemas import UUID_PATTERN
 
@@ -359,12 +359,19 @@ async def _decide(request: Request, call_id: str, *, approve: bool) -> Response:
 
     htmx = HtmxDetails.of(request)
     try:
-        await approvals.decide(_runtime(request), call_id=call_id, approve=approve, actor=session.user.actor,
-                               channel="console", comment=comment)
-    except (Conflict, Unprocessable) as exc:
+        decision = await approvals.attempt_decision(_runtime(request), call_id=call_id, approve=approve,
+                                                    actor=session.user.actor, channel="console", comment=comment)
+    except Unprocessable as exc:
         if not htmx:
             raise
         return await _decision_fragment(request, session, call_id, error=exc.detail, status_code=exc.status)
+    refusal = decision.refusal
+    if refusal is not None:
+        # Lost the race, too late, or no such call: the click is already on record (committed
+        # approval.decision_rejected); now tell the reviewer why, with the call as it stands.
+        if not htmx or decision.view is None:
+            raise refusal
+        return await _decision_fragment(request, session, call_id, error=refusal.detail, status_code=refusal.status)
     if not htmx:
         return RedirectResponse(f"/calls/{call_id}", status_code=303)
     return await _decision_fragment(request, session, call_id, error=None)

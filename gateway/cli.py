@@ -365,14 +365,22 @@ def calls_list(ctx: click.Context, status: str, agent: str | None, limit: int, a
                    f"{str(r['created_at'])[:19]:<21}{str(tail)[:24]}")
 
 
-def _decide_command(ctx: click.Context, call_id: str, approve: bool, name: str, comment: str | None) -> None:
-    from gateway.approvals import decide_call
+def _decide_command(ctx: click.Context, call_id: str, approve: bool, name: str, comment: str | None,
+                    break_glass: bool) -> None:
+    """Decide as the console user ``--as`` names (an active reviewer or admin), or, with
+    ``--break-glass``, as a self-declared operator; either way the OS account running the command
+    is recorded with the decision (or the refusal) in the audit log."""
+    from gateway.approvals import decide_call, decider, refuse_unauthorized
     from gateway.audit import Actor, AuditBatch
     from gateway.errors import Conflict, DomainError
 
     name = name.strip()
     if not name or len(name) > 128:
         _fail("--as needs the name of the person deciding (1-128 characters)")
+    if break_glass and not (comment or "").strip():
+        _fail("--break-glass needs --comment saying why the decision cannot wait for a reviewer")
+    operator = _operator()  # who really ran this, whatever --as says
+    context = {"os_user": operator.id, "break_glass": break_glass}
     settings = _settings(ctx)
     publisher = None
     if settings.redis_url:  # ready before the decision, so the wake-up leaves right after the commit
@@ -382,12 +390,19 @@ def _decide_command(ctx: click.Context, call_id: str, approve: bool, name: str, 
         publisher.connect()
     engine = _engine(settings)
     try:
+        # One transaction: the identity check, the decision (or the recorded refusal) and its events.
         with engine.connect() as conn, conn.begin():
             audit = AuditBatch()
-            view = decide_call(conn, audit, call_id=call_id.strip(), approve=approve,
-                               actor=Actor("operator", name), channel="cli", comment=comment)
+            actor = Actor("operator", name) if break_glass else decider(conn, name)
+            if actor is None:
+                decision = refuse_unauthorized(audit, call_id=call_id, approve=approve, actor=operator, claimed=name,
+                                               channel="cli", context=context)
+            else:
+                decision = decide_call(conn, audit, call_id=call_id, approve=approve, actor=actor, channel="cli",
+                                       comment=comment, context=context)
             audit.flush(conn)
-        # Committed: wake the agents waiting on it in every gateway worker.
+        view = decision.result()  # committed: a refused click is on record before we say so
+        # Wake the agents waiting on it in every gateway worker.
         if publisher is not None and not publisher.publish([view.row["id"]]):
             click.echo("warning: Redis unreachable; waiting agents resume at the gateway's next DB re-check",
                        err=True)
@@ -404,27 +419,38 @@ def _decide_command(ctx: click.Context, call_id: str, approve: bool, name: str, 
         if publisher is not None:
             publisher.close()
     row = view.row
-    click.echo(f"{row['status']} {row['id']} ({row['tool']} for agent {row['agent']}) as {name}")
+    how = f" (BREAK-GLASS, recorded with OS user {operator.id})" if break_glass else ""
+    click.echo(f"{row['status']} {row['id']} ({row['tool']} for agent {row['agent']}) as {name}{how}")
+
+
+_AS_HELP = ("The console user deciding: an active reviewer or admin (`callgate users create NAME --role reviewer`). "
+            "The OS account running the command is recorded too.")
+_BREAK_GLASS_HELP = ("Emergency only: accept --as without a matching reviewer account. Needs --comment; recorded "
+                     "as a break-glass decision by operator NAME, with the OS account, in the audit log.")
 
 
 @calls.command("approve")
 @click.argument("call_id")
-@click.option("--as", "name", required=True, help="Who approves (recorded as operator NAME in the audit log).")
+@click.option("--as", "name", required=True, help=_AS_HELP)
 @click.option("--comment", default=None, help="Why (up to 2000 characters).")
+@click.option("--break-glass", is_flag=True, help=_BREAK_GLASS_HELP)
 @click.pass_context
-def calls_approve(ctx: click.Context, call_id: str, name: str, comment: str | None) -> None:
-    """Approve a pending call. Exit 0 done, 1 already decided or expired, 2 usage error / unknown call."""
-    _decide_command(ctx, call_id, True, name, comment)
+def calls_approve(ctx: click.Context, call_id: str, name: str, comment: str | None, break_glass: bool) -> None:
+    """Approve a pending call. Exit 0 done, 1 already decided or expired, 2 usage error / unknown call /
+    --as is not a reviewer."""
+    _decide_command(ctx, call_id, True, name, comment, break_glass)
 
 
 @calls.command("deny")
 @click.argument("call_id")
-@click.option("--as", "name", required=True, help="Who denies (recorded as operator NAME in the audit log).")
+@click.option("--as", "name", required=True, help=_AS_HELP)
 @click.option("--comment", default=None, help="The reason the agent is told (up to 2000 characters).")
+@click.option("--break-glass", is_flag=True, help=_BREAK_GLASS_HELP)
 @click.pass_context
-def calls_deny(ctx: click.Context, call_id: str, name: str, comment: str | None) -> None:
-    """Deny a pending call. Exit 0 done, 1 already decided or expired, 2 usage error / unknown call."""
-    _decide_command(ctx, call_id, False, name, comment)
+def calls_deny(ctx: click.Context, call_id: str, name: str, comment: str | None, break_glass: bool) -> None:
+    """Deny a pending call. Exit 0 done, 1 already decided or expired, 2 usage error / unknown call /
+    --as is not a reviewer."""
+    _decide_command(ctx, call_id, False, name, comment, break_glass)
 
 
 # -- webhooks --------------------------------------------------------------------------------
@@ -432,34 +458,43 @@ def calls_deny(ctx: click.Context, call_id: str, name: str, comment: str | None)
 
 @main.group()
 def webhooks() -> None:
-    """Register signed webhook endpoints for agents' approval decisions, and inspect deliveries.
+    """Register signed webhook endpoints for agents' approval decisions, rotate their secrets,
+    and inspect and replay deliveries.
 
     \b
     When a call is approved, denied or expires, every enabled endpoint of its agent gets a
-    Standard-Webhooks-signed POST (type approval.decided), retried with backoff until a 2xx.
+    Standard-Webhooks-signed POST (type approval.decided), retried with backoff for about 75 h
+    until a 2xx. Secrets are stored sealed (AES-GCM under CALLGATE_SECRET_KEY) and shown once.
     """
 
 
 @webhooks.command("add")
 @click.option("--agent", required=True, help="The agent whose decisions are sent.")
-@click.option("--url", required=True, help="https (or http) URL on a public address.")
+@click.option("--url", required=True,
+              help="https URL on a public address (http only with CALLGATE_WEBHOOK_ALLOW_HTTP, for tests).")
+@click.option("--include-args", is_flag=True,
+              help="Put the call's (redacted) arguments in the payload (data.args). Default: thin payloads.")
 @click.pass_context
-def webhooks_add(ctx: click.Context, agent: str, url: str) -> None:
+def webhooks_add(ctx: click.Context, agent: str, url: str, include_args: bool) -> None:
     """Register an endpoint. Its signing secret is printed alone on the last line of stdout, once."""
     from gateway.audit import AuditBatch
     from gateway.errors import DomainError
     from gateway.webhooks.endpoints import check_url, register_endpoint
+    from gateway.webhooks.secrets import SecretBox
 
     settings = _settings(ctx)
     try:
-        destination = check_url(url, allow_private=settings.webhook_allow_private)
+        destination = check_url(url, allow_private=settings.webhook_allow_private,
+                                allow_http=settings.webhook_allow_http)
     except DomainError as exc:
         _fail(exc.detail)
+    box = SecretBox.from_settings(settings)
     engine = _engine(settings)
     try:
         with engine.connect() as conn, conn.begin():
             audit = AuditBatch()
-            registered = register_endpoint(conn, audit, agent=agent, destination=destination, actor=_operator())
+            registered = register_endpoint(conn, audit, agent=agent, destination=destination, actor=_operator(),
+                                           box=box, include_args=include_args)
             audit.flush(conn)
     except DomainError as exc:
         _fail(exc.detail)
@@ -520,6 +555,72 @@ def webhooks_disable(ctx: click.Context, endpoint_id: str) -> None:
     finally:
         engine.dispose()
     click.echo(f"disabled {endpoint_id}", err=True)
+
+
+@webhooks.command("rotate")
+@click.argument("endpoint_id")
+@click.pass_context
+def webhooks_rotate(ctx: click.Context, endpoint_id: str) -> None:
+    """Give an endpoint a new signing secret, active at once; printed alone on the last line of
+    stdout, once. The previous secret keeps signing too (two signatures per delivery) for
+    CALLGATE_WEBHOOK_ROTATION_OVERLAP_SECONDS (24 h), so the receiver can switch without losing
+    deliveries. Exit 1 if the endpoint is disabled, 2 if unknown."""
+    from gateway.audit import AuditBatch
+    from gateway.errors import Conflict, DomainError
+    from gateway.webhooks.endpoints import rotate_secret
+    from gateway.webhooks.secrets import SecretBox
+
+    settings = _settings(ctx)
+    box = SecretBox.from_settings(settings)
+    engine = _engine(settings)
+    try:
+        with engine.connect() as conn, conn.begin():
+            audit = AuditBatch()
+            rotated = rotate_secret(conn, audit, endpoint_id=endpoint_id.strip(), actor=_operator(), box=box,
+                                    overlap_seconds=settings.webhook_rotation_overlap_seconds)
+            audit.flush(conn)
+    except Conflict as exc:
+        _fail(exc.detail, 1)
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        engine.dispose()
+    until = rotated.endpoint["previous_secret_expires_at"]
+    click.echo(f"rotated the secret of webhook {rotated.endpoint['id']}; "
+               + (f"the previous one also signs until {until}" if until else "the previous one no longer signs")
+               + "\nnew signing secret (shown once; verify deliveries with it):", err=True)
+    click.echo(rotated.secret)
+
+
+@webhooks.command("replay")
+@click.argument("message_id")
+@click.pass_context
+def webhooks_replay(ctx: click.Context, message_id: str) -> None:
+    """Send a delivered or failed message again: the same webhook-id and body, a fresh attempt
+    budget. Exit 1 if it is still pending or its endpoint is disabled, 2 if unknown."""
+    from gateway.audit import AuditBatch
+    from gateway.errors import Conflict, DomainError
+    from gateway.webhooks.replay import replay_message
+
+    settings = _settings(ctx)
+    engine = _engine(settings)
+    try:
+        with engine.connect() as conn, conn.begin():
+            audit = AuditBatch()
+            message = replay_message(conn, audit, message_id=message_id.strip(), actor=_operator())
+            audit.flush(conn)
+    except Conflict as exc:
+        _fail(exc.detail, 1)
+    except DomainError as exc:
+        _fail(exc.detail)
+    finally:
+        engine.dispose()
+    if settings.redis_url:  # have a Celery worker send it now (beat would within CALLGATE_WEBHOOK_POLL_SECONDS)
+        from gateway.webhooks.dispatch import send_delivery_task
+
+        send_delivery_task(settings.redis_url, settings.celery_queue)
+    click.echo(f"replaying {message['message_id']} to endpoint {message['endpoint_id']} (same webhook-id; "
+               f"{message['attempts']} earlier attempt(s))", err=True)
 
 
 @webhooks.command("deliveries")

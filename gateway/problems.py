@@ -41,6 +41,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import Send
 
 from gateway.strict_json import BadJSON, safe_pointer
@@ -336,9 +337,30 @@ async def _handle_http(request: Request, exc: Exception) -> Response:
     if detail == _title(status):
         detail = None
     headers = dict(exc.headers) if exc.headers else None
+    if status == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
     if status in (204, 304) or status < 400:  # no body allowed / not an error
         return Response(status_code=status, headers=headers)
     return problem_response(status, STATUS_CODES.get(status, "http_error"), detail=detail, headers=headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the app serves at the request's path. Starlette's 405 lists only the methods
+    of the first route whose path matched (``OPTIONS /v1/webhooks`` said ``Allow: POST``, not
+    GET), but RFC 9110 §15.5.6 wants the target resource's methods: those of every route. Each
+    method is probed against the app's routes (included routers too) with a scope of its own."""
+    allowed = []
+    for method in _METHODS:
+        probe = {"type": "http", "method": method, "path": request.scope.get("path", ""),
+                 "root_path": request.scope.get("root_path", ""), "headers": [], "query_string": b""}
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> Response:

@@ -59,8 +59,19 @@ def make_env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
+#: The console users the suites decide as: `calls approve|deny --as NAME` needs a real reviewer.
+REVIEWERS = ("alice", "bob", "carol")
+
+
+def add_reviewers(env: dict[str, str], *names: str) -> None:
+    for name in names:
+        cli(env, "users", "create", name, "--role", "reviewer")
+
+
 def agent_key(env: dict[str, str]) -> str:
+    """Migrate, create the reviewer accounts of ``REVIEWERS`` and return a new agent key."""
     cli(env, "migrate")
+    add_reviewers(env, *REVIEWERS)
     return cli(env, "keys", "create", "--agent", "e2e-bot").stdout.strip().splitlines()[-1]
 
 
@@ -143,7 +154,8 @@ class Db:
 
 def test_cli_decisions_reach_waiting_sdk_calls(empty_database_url: str, tmp_path: Path, sdk_reset: None) -> None:
     """approve -> the function runs exactly once; deny -> it never runs and the reviewer's comment
-    reaches the caller; expiry (2 s) -> it never runs. Late clicks exit 1, usage errors exit 2."""
+    reaches the caller; expiry (2 s) -> it never runs. Late clicks exit 1, usage errors and a --as
+    that names no reviewer exit 2; every refused click on a call id is in the audit log."""
     env = make_env(empty_database_url, tmp_path)
     key = agent_key(env)
     db = Db(empty_database_url)
@@ -186,6 +198,8 @@ def test_cli_decisions_reach_waiting_sdk_calls(empty_database_url: str, tmp_path
             assert late.returncode == 1 and "expired" in late.stderr
             assert cli(env, "calls", "approve", str(uuid.uuid4()), "--as", "carol", check=False).returncode == 2
             assert cli(env, "calls", "approve", denied, check=False).returncode == 2  # --as is required
+            impostor = cli(env, "calls", "approve", denied, "--as", "mallory", check=False)
+            assert impostor.returncode == 2 and "not an active console user" in impostor.stderr
             assert cli(env, "calls", "list", "--status", "nope", check=False).returncode == 2
             by_status = {json.loads(line)["call_id"]: json.loads(line)["status"]
                          for line in cli(env, "calls", "list", "--status", "all", "--json").stdout.splitlines()}
@@ -200,6 +214,8 @@ def test_cli_decisions_reach_waiting_sdk_calls(empty_database_url: str, tmp_path
         assert row["claimed_at"] is not None
         types = db.event_types()
         assert types.count("approval.decided") == 2
+        # carol's three late clicks, her click on an unknown call id, and mallory's
+        assert types.count("approval.decision_rejected") == 5
         assert types.count("execution.claimed") == 1
         assert types.count("tool.outcome") == 1
         assert json.loads(cli(env, "audit", "verify", "--json").stdout)["ok"] is True

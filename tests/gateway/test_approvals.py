@@ -17,16 +17,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, event, func, select, update
 
+import gateway.expiry
 from gateway.approvals import decide, decide_call, get_call, list_calls
-from gateway.audit import Actor, AuditBatch, stream_rows, verify_rows
+from gateway.audit import SYSTEM, Actor, AuditBatch, stream_rows, verify_rows
+from gateway.calls import prepare_call, submit_call
+from gateway.cli import _operator as cli_operator
+from gateway.cli import main as cli_main
 from gateway.commit_queue import CommitQueue
 from gateway.db import make_engine
 from gateway.errors import Conflict, Forbidden, NotFound, Unprocessable
-from gateway.expiry import sweep_expired
-from gateway.models import AuditEvent, ToolCall
+from gateway.expiry import db_now, sweep_expired
+from gateway.keys import parse_bearer
+from gateway.models import AuditEvent, ToolCall, User
+from gateway.policy_store import load_active
+from gateway.users import create_user
 
 ALICE = Actor("operator", "alice")
 BOB = Actor("user", "bob")
@@ -42,12 +50,18 @@ def submit(client: TestClient, key: str, tool: str = "stripe.refund", args: dict
 
 def decide_now(engine: Engine, call_id: str, *, approve: bool = True, actor: Actor = ALICE, channel: str = "console",
                comment: str | None = None) -> Any:
+    """What every caller does: decide (or record the refusal) in one transaction, then, once it
+    committed, answer the decided call or raise the refusal."""
     with engine.connect() as conn, conn.begin():
         audit = AuditBatch()
-        view = decide_call(conn, audit, call_id=call_id, approve=approve, actor=actor, channel=channel,
-                           comment=comment)
+        decision = decide_call(conn, audit, call_id=call_id, approve=approve, actor=actor, channel=channel,
+                               comment=comment)
         audit.flush(conn)
-    return view
+    return decision.result()
+
+
+def rejections(engine: Engine, call_id: str) -> list[dict[str, Any]]:
+    return [e for e in events(engine, call_id) if e["event_type"] == "approval.decision_rejected"]
 
 
 def events(engine: Engine, call_id: str) -> list[dict[str, Any]]:
@@ -107,23 +121,46 @@ class TestDecide:
         assert [e["data"]["decision"] for e in events(engine, call_id) if e["event_type"] == "approval.decided"] == [
             "deny"]
 
-    def test_late_click_is_already_decided_and_writes_nothing(self, client: TestClient, agent_key: str,
-                                                              engine: Engine) -> None:
-        """A second decision (same or opposite) is Conflict already_decided; the first stands."""
+    def test_late_click_is_already_decided_changes_nothing_and_is_recorded(
+            self, client: TestClient, agent_key: str, engine: Engine) -> None:
+        """A second decision (same or opposite) is Conflict already_decided; the first stands, and
+        each refused click is one approval.decision_rejected event naming the clicker (actor), what
+        they attempted, through which channel and who made the standing decision."""
         call_id = submit(client, agent_key)
         decide_now(engine, call_id, approve=False, comment="no")
-        n = len(events(engine, call_id))
+        before = row(engine, call_id)
         for approve in (True, False):
             with pytest.raises(Conflict) as exc:
-                decide_now(engine, call_id, approve=approve, actor=BOB)
+                decide_now(engine, call_id, approve=approve, actor=BOB, channel="slack", comment="late")
             assert exc.value.code == "already_decided"
             assert "denied" in exc.value.detail and "alice" in exc.value.detail
-        assert row(engine, call_id)["status"] == "denied"
-        assert len(events(engine, call_id)) == n
+        assert row(engine, call_id) == before
+        rejected = rejections(engine, call_id)
+        assert [(e["actor"], e["data"]) for e in rejected] == [
+            ({"type": "user", "id": "bob"}, {"reason": "already_decided", "channel": "slack", "attempted": attempted,
+                                             "by": "alice", "status": "denied", "repeat": False})
+            for attempted in ("approve", "deny")]
+        assert [e["event_type"] for e in events(engine, call_id)].count("approval.decided") == 1
+        chain_ok(engine)
+
+    def test_a_double_click_is_told_apart(self, client: TestClient, agent_key: str, engine: Engine) -> None:
+        """The same person making the same decision again hears "you already approved this", not
+        "already approved by alice"; the opposite decision by the same person is a plain conflict."""
+        call_id = submit(client, agent_key)
+        decide_now(engine, call_id)
+        with pytest.raises(Conflict) as exc:
+            decide_now(engine, call_id)
+        assert exc.value.code == "already_decided" and exc.value.extra["repeat"] is True
+        assert exc.value.detail.startswith(f"you already approved call {call_id} at ")
+        with pytest.raises(Conflict) as exc:
+            decide_now(engine, call_id, approve=False)
+        assert "repeat" not in exc.value.extra and "was already approved by alice" in exc.value.detail
+        assert [e["data"]["repeat"] for e in rejections(engine, call_id)] == [True, False]
 
     def test_expired_call_cannot_be_decided_before_or_after_the_sweep(self, client: TestClient, agent_key: str,
                                                                       engine: Engine) -> None:
-        """Past expires_at a click is Conflict expired — whether or not the sweeper ran (read-time check)."""
+        """Past expires_at a click is Conflict expired — whether or not the sweeper ran (read-time
+        check) — and each late click is recorded as rejected with reason expired."""
         call_id = submit(client, agent_key)
         expire(engine, call_id)
         with pytest.raises(Conflict) as exc:
@@ -139,13 +176,27 @@ class TestDecide:
         assert exc.value.code == "expired"
         kinds = [e["event_type"] for e in events(engine, call_id)]
         assert kinds.count("approval.expired") == 1 and "approval.decided" not in kinds
+        assert [(e["data"]["reason"], e["data"]["attempted"], e["data"]["status"], e["data"]["by"])
+                for e in rejections(engine, call_id)] == [("expired", "approve", "expired", None),
+                                                          ("expired", "deny", "expired", "system:expiry")]
+        assert row(engine, call_id)["status"] == "expired"
 
     def test_bad_requests_are_refused_before_writing(self, client: TestClient, agent_key: str,
                                                      engine: Engine) -> None:
-        """Unknown call 404; a 2001-character comment 422 (2000 is fine); an unknown channel 422;
-        an API key or the system as the actor 403; a call that never needed approval 409."""
+        """Unknown call 404 (the click is recorded: reason not_found); something that is not a call
+        id 404 with nothing written; a 2001-character comment 422 (2000 is fine); an unknown channel
+        422; an API key or the system as the actor 403 (these refuse before writing anything); a
+        call that never needed approval 409."""
+        unknown = str(uuid.uuid4())
         with pytest.raises(NotFound):
-            decide_now(engine, str(uuid.uuid4()))
+            decide_now(engine, unknown)
+        assert [(e["actor"]["id"], e["data"]["reason"], e["data"]["status"]) for e in rejections(engine, unknown)] == [
+            ("alice", "not_found", None)]
+        with engine.connect() as conn:
+            written = conn.execute(select(func.count()).select_from(AuditEvent)).scalar_one()
+        for garbage in ("nope", "' OR 1=1 --", unknown + "0"):
+            with pytest.raises(NotFound):
+                decide_now(engine, garbage)
         call_id = submit(client, agent_key)
         with pytest.raises(Unprocessable) as exc:
             decide_now(engine, call_id, comment="x" * 2001)
@@ -156,6 +207,9 @@ class TestDecide:
             with pytest.raises(Forbidden):
                 decide_now(engine, call_id, actor=robot)
         assert row(engine, call_id)["status"] == "pending"
+        assert rejections(engine, call_id) == []
+        with engine.connect() as conn:  # only the submission's own events since the garbage ids
+            assert conn.execute(select(func.count()).select_from(AuditEvent)).scalar_one() == written + 3
         assert decide_now(engine, call_id, comment="y" * 2000).row["comment"] == "y" * 2000
         allowed = submit(client, agent_key, "send_email", {"to": "a@example.com"})
         with pytest.raises(Conflict) as exc:
@@ -166,8 +220,8 @@ class TestDecide:
     def test_concurrent_decisions_have_exactly_one_winner(self, client: TestClient, agent_key: str,
                                                           settings: Any, n: int) -> None:
         """50 simultaneous clicks (25 approve by alice, 25 deny by bob), each in its own transaction
-        on its own connection: one wins, 49 get already_decided, one approval.decided event, and the
-        final status is the winner's."""
+        on its own connection: one wins, 49 get already_decided, exactly one approval.decided and 49
+        approval.decision_rejected events, and the final status is the winner's."""
         call_id = submit(client, agent_key)
         url = settings.resolved_database_url()
         engine = make_engine(url, writer=True) if url.startswith("sqlite") else make_engine(url, pool_size=10)
@@ -189,14 +243,18 @@ class TestDecide:
             assert len(winners) == 1, results
             assert sorted(r[1] for r in results if r[0] == "lost") == ["already_decided"] * (n - 1)
             assert row(engine, call_id)["status"] == winners[0]
-            assert [e["event_type"] for e in events(engine, call_id)].count("approval.decided") == 1
+            kinds = [e["event_type"] for e in events(engine, call_id)]
+            assert kinds.count("approval.decided") == 1
+            assert kinds.count("approval.decision_rejected") == n - 1
+            assert {e["data"]["reason"] for e in rejections(engine, call_id)} == {"already_decided"}
             chain_ok(engine)
         finally:
             engine.dispose()
 
     def test_concurrent_decisions_through_the_group_commit(self, client: TestClient, agent_key: str,
                                                            engine: Engine) -> None:
-        """The same race inside one worker's commit queue (decisions batched into one transaction)."""
+        """The same race inside one worker's commit queue (decisions batched into one transaction):
+        the 49 refusals are results, so their events commit with the winner's."""
         call_id = submit(client, agent_key)
         queue = CommitQueue(engine)
         queue.start()
@@ -204,16 +262,206 @@ class TestDecide:
             futures = [queue.submit(functools.partial(decide_call, call_id=call_id, approve=i % 2 == 0,
                                                       actor=ALICE, channel="console", comment=str(i)))
                        for i in range(50)]
-            outcomes = []
-            for f in futures:
-                try:
-                    outcomes.append(f.result(30).row["status"])
-                except Conflict as exc:
-                    outcomes.append(exc.code)
+            outcomes = [f.result(30) for f in futures]
         finally:
             queue.stop()
-        assert outcomes.count("already_decided") == 49
-        assert [e["event_type"] for e in events(engine, call_id)].count("approval.decided") == 1
+        assert sum(d.won for d in outcomes) == 1
+        assert [d.refusal.code for d in outcomes if not d.won] == ["already_decided"] * 49
+        kinds = [e["event_type"] for e in events(engine, call_id)]
+        assert (kinds.count("approval.decided"), kinds.count("approval.decision_rejected")) == (1, 49)
+        chain_ok(engine)
+
+
+SKEW = timedelta(hours=1)
+
+
+def skew_app_clock(monkeypatch: pytest.MonkeyPatch, by: timedelta) -> None:
+    """Make this process's clock (``gateway.expiry.utcnow``) run ``by`` ahead: a replica, CLI or
+    Celery host whose clock is off."""
+    monkeypatch.setattr(gateway.expiry, "utcnow", lambda: datetime.now(UTC) + by)
+
+
+def is_pg(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+class TestOneClock:
+    """Deadlines follow the database's clock on PostgreSQL, whatever the app host's clock says;
+    SQLite (one host) follows the process clock — shown side by side, which also proves the skew
+    really reaches the code (so the PostgreSQL assertions can fail)."""
+
+    def test_submission_sets_the_deadline_by_the_database_clock(self, client: TestClient, agent_key: str,
+                                                                engine: Engine,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+        for skew in (SKEW, -SKEW):
+            skew_app_clock(monkeypatch, skew)
+            stored = row(engine, submit(client, agent_key))
+            expires, created = (v if v.tzinfo else v.replace(tzinfo=UTC) for v in (stored["expires_at"],
+                                                                                  stored["created_at"]))
+            assert expires - created == timedelta(minutes=15)
+            expected = datetime.now(UTC) + timedelta(minutes=15) + (timedelta(0) if is_pg(engine) else skew)
+            assert abs(expires - expected) < timedelta(seconds=30), (skew, expires)
+
+    def test_a_click_is_on_time_by_the_database_clock(self, client: TestClient, agent_key: str, engine: Engine,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        """An hour-fast host can still approve a call the database says is live; an hour-slow host
+        cannot approve a call the database says has expired."""
+        live, overdue = submit(client, agent_key), submit(client, agent_key)
+        expire(engine, overdue)
+        skew_app_clock(monkeypatch, SKEW)
+        if is_pg(engine):
+            assert decide_now(engine, live).row["status"] == "approved"
+        else:
+            with pytest.raises(Conflict) as exc:
+                decide_now(engine, live)
+            assert exc.value.code == "expired"
+        skew_app_clock(monkeypatch, -SKEW)
+        if is_pg(engine):
+            with pytest.raises(Conflict) as exc:
+                decide_now(engine, overdue)
+            assert exc.value.code == "expired"
+            assert rejections(engine, overdue)[0]["data"]["reason"] == "expired"
+        else:
+            assert decide_now(engine, overdue).row["status"] == "approved"
+
+    def test_the_sweep_expires_by_the_database_clock(self, client: TestClient, agent_key: str, engine: Engine,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+        live, overdue = submit(client, agent_key), submit(client, agent_key)
+        expire(engine, overdue)
+
+        def sweep() -> list[str]:
+            with engine.connect() as conn, conn.begin():
+                audit = AuditBatch()
+                swept = sweep_expired(conn, audit)
+                audit.flush(conn)
+            return swept
+
+        skew_app_clock(monkeypatch, -SKEW)
+        assert sweep() == ([overdue] if is_pg(engine) else [])
+        skew_app_clock(monkeypatch, SKEW)
+        assert sorted(sweep()) == ([] if is_pg(engine) else sorted([live, overdue]))
+        assert row(engine, live)["status"] == ("pending" if is_pg(engine) else "expired")
+
+    @pytest.mark.postgres
+    def test_the_database_clock_is_read_once_per_transaction(self, pg_database_url: str) -> None:
+        """``now()`` is the transaction's start, so one read serves a whole group-commit batch."""
+        engine = make_engine(pg_database_url, writer=True)
+        statements: list[str] = []
+        event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        try:
+            with engine.connect() as conn:
+                with conn.begin():
+                    first = [db_now(conn) for _ in range(3)]
+                time.sleep(0.01)
+                with conn.begin():
+                    second = db_now(conn)
+        finally:
+            engine.dispose()
+        assert first == [first[0]] * 3 and second > first[0]
+        assert sum("now()" in s for s in statements) == 2
+
+    def test_a_submission_batch_reads_the_clock_with_its_lookup(self, client: TestClient, agent_key: str,
+                                                                engine: Engine, settings: Any) -> None:
+        """The hot path pays no round trip for the clock: on PostgreSQL ``now()`` rides along with
+        the batch's lookup of existing ids, and is then this transaction's clock for every unit."""
+        submit(client, agent_key)  # the policy is stored
+        incoming = prepare_call({"id": str(uuid.uuid4()), "tool": "stripe.refund", "args": BIG_REFUND},
+                                secret=settings.resolved_secret_key(), max_args_bytes=settings.max_args_bytes)
+        statements: list[str] = []
+        listener = lambda *args: statements.append(args[2])  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            with engine.connect() as conn, conn.begin():
+                policy = load_active(conn, settings.policies)
+                statements.clear()
+                audit = AuditBatch()
+                view = submit_call(conn, audit, incoming=incoming, key=parse_bearer(f"Bearer {agent_key}"),
+                                   pepper=settings.resolved_secret_key(), policy=policy)
+                audit.flush(conn)
+                if is_pg(engine):  # the transaction's clock, without another read
+                    assert db_now(conn) == view.row["created_at"]
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        clock_reads = [s for s in statements if "now()" in s]
+        if is_pg(engine):
+            assert len(clock_reads) == 1 and "tool_call" in clock_reads[0], statements
+        else:
+            assert clock_reads == []
+        assert view.row["expires_at"] - view.row["created_at"] == timedelta(minutes=15)
+
+
+def cli_decide(settings: Any, *args: str) -> Any:
+    """``callgate calls ...`` in-process (a separate process in production: it only shares the DB)."""
+    env = {"CALLGATE_DATABASE_URL": settings.resolved_database_url(), "CALLGATE_SECRET_KEY": settings.secret_key,
+           "CALLGATE_ENV": "test", "CALLGATE_REDIS_URL": ""}
+    return CliRunner().invoke(cli_main, ["calls", *args], env=env)
+
+
+def add_user(engine: Engine, username: str, role: str, *, active: bool = True) -> None:
+    with engine.begin() as conn:
+        create_user(conn, username=username, password=f"{username}-long-password", role=role, env="test",
+                    actor=SYSTEM)
+        if not active:
+            conn.execute(update(User).where(User.username == username).values(active=False))
+
+
+class TestCliDecider:
+    """``callgate calls approve|deny --as NAME``: NAME must be an active reviewer or admin, the OS
+    account is always recorded, and a self-declared name is possible only as a break-glass."""
+
+    def test_as_must_name_an_active_reviewer_or_admin(self, client: TestClient, agent_key: str, engine: Engine,
+                                                      settings: Any) -> None:
+        os_user = cli_operator().id
+        add_user(engine, "rita", "reviewer")
+        add_user(engine, "adam", "admin")
+        add_user(engine, "vic", "viewer")
+        add_user(engine, "dora", "reviewer", active=False)
+        call_id, other = submit(client, agent_key), submit(client, agent_key)
+        for name in ("vic", "dora", "nobody", "RITA"):
+            result = cli_decide(settings, "approve", call_id, "--as", name)
+            assert result.exit_code == 2, result.output
+            assert "not an active console user with the reviewer or admin role" in result.output
+        assert row(engine, call_id)["status"] == "pending"
+        assert [(e["actor"], e["data"]) for e in rejections(engine, call_id)] == [
+            ({"type": "operator", "id": os_user},
+             {"reason": "not_authorized", "channel": "cli", "attempted": "approve", "by": None, "status": None,
+              "repeat": False, "as": name, "os_user": os_user, "break_glass": False})
+            for name in ("vic", "dora", "nobody", "RITA")]
+
+        result = cli_decide(settings, "approve", call_id, "--as", "rita", "--comment", "known customer")
+        assert result.exit_code == 0, result.output
+        assert cli_decide(settings, "deny", other, "--as", "adam").exit_code == 0
+        stored = row(engine, call_id)
+        assert (stored["status"], stored["decided_by"], stored["decided_channel"]) == ("approved", "rita", "cli")
+        (decided,) = [e for e in events(engine, call_id) if e["event_type"] == "approval.decided"]
+        assert decided["actor"] == {"type": "user", "id": "rita"}  # the same principal as her console clicks
+        assert decided["data"] == {"decision": "approve", "channel": "cli", "comment": "known customer",
+                                   "os_user": os_user, "break_glass": False}
+        assert row(engine, other)["decided_by"] == "adam"
+
+        late = cli_decide(settings, "deny", call_id, "--as", "adam")
+        assert late.exit_code == 1 and "already approved by rita" in late.output
+        assert rejections(engine, call_id)[-1]["data"] == {
+            "reason": "already_decided", "channel": "cli", "attempted": "deny", "by": "rita", "status": "approved",
+            "repeat": False, "os_user": os_user, "break_glass": False}
+        chain_ok(engine)
+
+    def test_break_glass_is_recorded_as_such(self, client: TestClient, agent_key: str, engine: Engine,
+                                             settings: Any) -> None:
+        """Without a reviewer account the operator must say --break-glass and why (--comment); the
+        decision is attributed to the self-declared operator and flagged, with the OS account."""
+        call_id = submit(client, agent_key)
+        refused = cli_decide(settings, "deny", call_id, "--as", "oncall", "--break-glass")
+        assert refused.exit_code == 2 and "--break-glass needs --comment" in refused.output
+        assert events(engine, call_id)[-1]["event_type"] == "approval.requested"  # nothing written
+        result = cli_decide(settings, "deny", call_id, "--as", "oncall", "--break-glass", "--comment", "incident 42")
+        assert result.exit_code == 0, result.output
+        assert "BREAK-GLASS" in result.output
+        stored = row(engine, call_id)
+        assert (stored["status"], stored["decided_by"], stored["comment"]) == ("denied", "oncall", "incident 42")
+        (decided,) = [e for e in events(engine, call_id) if e["event_type"] == "approval.decided"]
+        assert decided["actor"] == {"type": "operator", "id": "oncall"}
+        assert decided["data"]["break_glass"] is True and decided["data"]["os_user"] == cli_operator().id
 
 
 class TestReads:

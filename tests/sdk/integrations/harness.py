@@ -51,6 +51,33 @@ policies:
         when: {arg: amount, eq: 13}
         action: require_approval
         approval_timeout: 2s
+  # The Agents SDK's local tools that are not function tools (openai_agents/test_local_tools.py).
+  - tool: shell
+    rules:
+      - {name: no-shell-rm-rf, when: {arg: command_line, contains: rm -rf}, action: block,
+         reason: rm -rf is not allowed}
+      - name: shell-deploys-need-a-human
+        when: {arg: command_line, startswith: deploy}
+        action: require_approval
+        approval_timeout: 2m
+  - tool: local_shell
+    rules:
+      - {name: no-local-rm-rf, when: {arg: command_line, contains: rm -rf}, action: block,
+         reason: rm -rf is not allowed}
+  - tool: computer
+    rules:
+      - name: no-typing-passwords
+        when: {all: [{arg: action, eq: type}, {arg: text, contains: password}]}
+        action: block
+        reason: typing passwords is not allowed
+  - tool: apply_patch
+    rules:
+      - {name: no-system-files, when: {arg: path, startswith: /etc/}, action: block,
+         reason: system files are off limits}
+  - tool: run_sql
+    rules:
+      - {name: no-drops, when: {arg: input, matches: "(?i)drop +table"}, action: block,
+         reason: dropping tables is not allowed}
 """
 
 
@@ -131,6 +158,9 @@ def running_gateway(workdir: Path, policy: str = DEFAULT_POLICY, agent: str = "f
         "CALLGATE_ENV": "test",
     }
     cli(env, "migrate")
+    # The reviewer the suites decide as (Gateway.approve/deny's default): `calls approve|deny --as`
+    # must name a real, active reviewer account.
+    cli(env, "users", "create", "riley", "--role", "reviewer")
     key = cli(env, "keys", "create", "--agent", agent).stdout.strip().splitlines()[-1]
     with serve(env, workdir) as served:
         yield Gateway(served.url, key, agent, env, database, served.log)
