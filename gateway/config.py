@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         description="TESTS ONLY: let webhook URLs point at loopback and private (RFC 1918, ULA) addresses. "
         "Link-local (cloud metadata), multicast and unspecified addresses stay refused.",
     )
+    webhook_allow_http: bool = Field(
+        default=False,
+        description="TESTS / LOCAL DEVELOPMENT ONLY: let webhook URLs use plain http (checked at registration and "
+        "before every attempt). Off, only https is accepted: the payload and its signature cross the network.",
+    )
     webhook_timeout_seconds: float = Field(
         default=10.0, gt=0, le=60, description="Longest one webhook POST may take, from connect to the last byte "
         "read (connecting gets at most 5 s of it).",
@@ -123,9 +128,20 @@ class Settings(BaseSettings):
         "mid-POST leaves the message due again after this (at-least-once). At least the timeout + 1 s.",
     )
     webhook_retry_schedule: str = Field(
-        default="5,30,120,600,1800,3600,3600",
-        description="Seconds before each webhook retry, comma-separated; each delay is drawn uniformly between 0 "
-        "and its entry (full jitter). Attempts = entries + 1; after the last the message is failed for good.",
+        default="5,300,1800,7200,18000,36000,50400,72000,86400",
+        description="Seconds before each webhook retry, comma-separated; each delay is multiplied by a random factor "
+        "in [0.8, 1.2] (jitter). Attempts = entries + 1; after the last the message is failed for good. The default "
+        "(5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h) is 10 attempts over about 75 h.",
+    )
+    webhook_rotation_overlap_seconds: float = Field(
+        default=86400.0, ge=0, le=30 * 86400,
+        description="After `callgate webhooks rotate`, how long the previous secret keeps signing next to the new "
+        "one (two signatures per delivery), so receivers can switch without dropping deliveries. 0: at once.",
+    )
+    webhook_disable_after_seconds: float = Field(
+        default=5 * 86400.0, ge=60, le=365 * 86400,
+        description="An endpoint whose attempts have failed for longer than this with no success in between is "
+        "disabled automatically (audited as webhook.disabled with the reason).",
     )
     webhook_poll_seconds: float = Field(
         default=1.0, gt=0, le=60,

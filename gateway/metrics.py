@@ -39,6 +39,12 @@ class Metrics:
             "Webhook delivery attempts by result: delivered, retry (will be retried) or failed (given up).",
             ["result"], registry=self.registry,
         )
+        self.webhook_endpoints_disabled = Counter(
+            "callgate_webhook_endpoints_disabled_total",
+            "Webhook endpoints the gateway disabled by itself, by cause: gone (the receiver answered 410) or dead "
+            "(failing for longer than CALLGATE_WEBHOOK_DISABLE_AFTER_SECONDS with no success).",
+            ["cause"], registry=self.registry,
+        )
         self.webhook_pending = Gauge(
             "callgate_webhook_outbox_pending", "Webhook messages neither delivered nor given up (the backlog).",
             multiprocess_mode="livemostrecent", registry=self.registry,

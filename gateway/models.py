@@ -114,18 +114,27 @@ from sqlalchemy import Index  # noqa: E402 - imported in its section: the file's
 
 class WebhookEndpoint(Base):
     """Where an agent's decision events are POSTed. The secret is kept retrievable (the gateway
-    signs with it); it is shown once, at registration, and never listed."""
+    signs with it) but only sealed (AES-GCM, ``gateway.webhooks.secrets``, migration 0007); it is
+    shown once, at registration or rotation, and never listed."""
 
     __tablename__ = "webhook_endpoint"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # ep_<16 hex>
     agent: Mapped[str] = mapped_column(String(128), index=True)
     url: Mapped[str] = mapped_column(Text)
-    secret: Mapped[str] = mapped_column(String(128))  # whsec_<base64 of 32 random bytes>
+    secret: Mapped[str] = mapped_column(Text)  # sealed:v1:<base64>: the whsec_ secret, sealed for this id
     event_types: Mapped[str] = mapped_column(Text)  # JSON list, e.g. ["approval.decided"]
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # migration 0007: rotation, payload shape, health
+    previous_secret: Mapped[str | None] = mapped_column(Text)  # sealed; still signs during the rotation overlap
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    include_args: Mapped[bool] = mapped_column(Boolean, default=False)  # false: thin payloads (no data.args)
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # of the current failing run
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class WebhookOutbox(Base):
@@ -141,11 +150,14 @@ class WebhookOutbox(Base):
     call_id: Mapped[str | None] = mapped_column(String(36), index=True)
     payload: Mapped[str] = mapped_column(Text)  # the exact body bytes of every attempt (ASCII JSON)
     status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
-    attempts: Mapped[int] = mapped_column(Integer, default=0)  # attempts started (counted at claim)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # attempts started (counted at claim), ever
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # due time, or lease end
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # migration 0007: an admin replay starts a fresh attempt budget above this many attempts
+    replay_base: Mapped[int] = mapped_column(Integer, default=0)
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class WebhookDelivery(Base):

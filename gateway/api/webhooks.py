@@ -1,10 +1,11 @@
-"""``/v1/webhooks``: the admin API for webhook endpoints and their delivery log.
+"""``/v1/webhooks``: the admin API for webhook endpoints, their secrets and their delivery log.
 
 Admin API keys only (an agent key is 403: an agent must not redirect its own decision events).
 Bodies go through the strict ingress of ``/v1/calls`` (our JSON parser, pydantic strict mode,
 problem+json that names the field). The SSRF guard resolves DNS, so it runs in the thread pool
 *before* the unit of work, never inside the writer's transaction, and only for an authenticated
-admin (a stranger cannot make the gateway look names up).
+admin (a stranger cannot make the gateway look names up). Secrets appear in exactly two answers,
+once each: registration and rotation; the database only ever holds them sealed.
 """
 
 from __future__ import annotations
@@ -32,12 +33,16 @@ from gateway.webhooks.endpoints import (
     get_endpoint,
     list_endpoints,
     register_endpoint,
+    rotate_secret,
 )
 from gateway.webhooks.history import list_messages
 from gateway.webhooks.outbox import DECIDED
+from gateway.webhooks.replay import replay_message
+from gateway.webhooks.secrets import SecretBox
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
 _ENDPOINT_ID = re.compile(r"ep_[0-9a-f]{16}")
+_MESSAGE_ID = re.compile(r"msg_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 EventType = Literal["approval.decided"]
 
@@ -49,10 +54,13 @@ class WebhookCreate(BaseModel):
 
     agent: Identifier = Field(description="The agent whose calls' decisions are sent.")
     url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
-        description="https (or http) URL on a public address; checked against SSRF at registration and before "
-        "every attempt.")
+        description="https URL on a public address (http only where CALLGATE_WEBHOOK_ALLOW_HTTP is set: tests, "
+        "local development); checked against SSRF at registration and before every attempt.")
     event_types: list[EventType] | None = Field(
         default=None, min_length=1, description=f"Events to send (default: [{DECIDED!r}]).")
+    include_args: bool = Field(
+        default=False, description="Put the call's (redacted) arguments in data.args. Off by default: thin "
+        "payloads. The SDK's event.run(fn, **event.args) needs it; webhooks.dispatch does not.")
 
 
 class WebhookPublic(BaseModel):
@@ -60,9 +68,16 @@ class WebhookPublic(BaseModel):
     agent: str
     url: str
     event_types: list[str]
+    include_args: bool
     enabled: bool
     created_at: str
     disabled_at: str | None
+    disabled_reason: str | None = Field(description="Why it was disabled (by an admin, 410 Gone, failing for days).")
+    rotated_at: str | None
+    previous_secret_expires_at: str | None = Field(
+        description="Until then the previous secret signs too (a second signature); in the past: no longer.")
+    last_success_at: str | None
+    first_failure_at: str | None = Field(description="Failing since (no successful delivery after it).")
 
 
 class WebhookCreated(WebhookPublic):
@@ -95,6 +110,7 @@ class DeliveryMessage(BaseModel):
     created_at: str
     delivered_at: str | None
     last_error: str | None
+    replayed_at: str | None = Field(description="When an admin last replayed it (same webhook-id, fresh budget).")
     log: list[DeliveryAttempt]
 
 
@@ -136,6 +152,12 @@ def _check_endpoint_id(endpoint_id: str) -> str:
     return endpoint_id
 
 
+def _check_message_id(message_id: str) -> str:
+    if not _MESSAGE_ID.fullmatch(message_id):
+        raise NotFound(f"no webhook message {message_id[:64]}")
+    return message_id
+
+
 @router.post(
     "/webhooks",
     summary="Register a webhook endpoint for an agent",
@@ -147,17 +169,20 @@ def _check_endpoint_id(endpoint_id: str) -> str:
 async def create_webhook(request: Request) -> Response:
     """Register ``url`` for ``agent``'s decision events. The answer carries the endpoint's signing
     secret, once. URLs on loopback, private, link-local (cloud metadata) and other non-public
-    addresses are refused with 422 ``webhook_url_forbidden``."""
+    addresses are refused with 422 ``webhook_url_forbidden``, and so is plain http unless
+    ``CALLGATE_WEBHOOK_ALLOW_HTTP`` is set."""
     key = _key(request)
     rt = _runtime(request)
     await _admin(rt, key)
     body = await _strict_body(request, WebhookCreate)
-    destination = await run_in_threadpool(check_url, body["url"], allow_private=rt.settings.webhook_allow_private)
+    destination = await run_in_threadpool(check_url, body["url"], allow_private=rt.settings.webhook_allow_private,
+                                          allow_http=rt.settings.webhook_allow_http)
+    box = SecretBox(rt.secret)
 
     def register(conn: Connection, audit: AuditBatch) -> Registered:
         actor = _admin_in_unit(conn, key, rt)
-        return register_endpoint(conn, audit, agent=body["agent"], destination=destination, actor=actor,
-                                 event_types=body.get("event_types"))
+        return register_endpoint(conn, audit, agent=body["agent"], destination=destination, actor=actor, box=box,
+                                 event_types=body.get("event_types"), include_args=body.get("include_args", False))
 
     registered: Registered = await rt.commit_queue.run(register)
     return _json({**registered.endpoint, "secret": registered.secret}, 201)
@@ -208,6 +233,58 @@ async def delete_webhook(request: Request, endpoint_id: str) -> Response:
         return disable_endpoint(conn, audit, endpoint_id=endpoint_id, actor=actor)
 
     return _json(await rt.commit_queue.run(disable))
+
+
+@router.post(
+    "/webhooks/{endpoint_id}/rotate",
+    summary="Rotate a webhook endpoint's signing secret",
+    response_model=WebhookCreated,
+    responses=problem_responses(401, 403, 404, 409, 503),
+)
+async def rotate_webhook_secret(request: Request, endpoint_id: str) -> Response:
+    """A new secret, shown once in the answer and active at once. The previous one keeps signing
+    next to it (a second ``v1,`` signature in ``webhook-signature``) for
+    ``CALLGATE_WEBHOOK_ROTATION_OVERLAP_SECONDS`` (24 h by default), so the receiver can switch
+    without rejecting a delivery. 409 ``endpoint_disabled`` for a disabled endpoint."""
+    key = _key(request)
+    rt = _runtime(request)
+    await _admin(rt, key)
+    endpoint_id = _check_endpoint_id(endpoint_id)
+    box = SecretBox(rt.secret)
+
+    def rotate(conn: Connection, audit: AuditBatch) -> Registered:
+        actor = _admin_in_unit(conn, key, rt)
+        return rotate_secret(conn, audit, endpoint_id=endpoint_id, actor=actor, box=box,
+                             overlap_seconds=rt.settings.webhook_rotation_overlap_seconds)
+
+    rotated: Registered = await rt.commit_queue.run(rotate)
+    return _json({**rotated.endpoint, "secret": rotated.secret})
+
+
+@router.post(
+    "/webhooks/messages/{message_id}/replay",
+    summary="Replay a webhook message",
+    response_model=DeliveryMessage,
+    status_code=202,
+    responses=problem_responses(401, 403, 404, 409, 503),
+)
+async def replay_webhook_message(request: Request, message_id: str) -> Response:
+    """Send a delivered or failed message again: the same ``webhook-id`` and body (receivers
+    deduplicate on the id), a fresh attempt budget, due now. 409 ``still_pending`` while it is
+    still being delivered, ``endpoint_disabled`` if its endpoint is disabled."""
+    key = _key(request)
+    rt = _runtime(request)
+    await _admin(rt, key)
+    message_id = _check_message_id(message_id)
+
+    def replay(conn: Connection, audit: AuditBatch) -> dict[str, Any]:
+        actor = _admin_in_unit(conn, key, rt)
+        return replay_message(conn, audit, message_id=message_id, actor=actor)
+
+    message = await rt.commit_queue.run(replay)
+    if rt.webhooks is not None:
+        rt.webhooks.kick()  # committed: deliver it now rather than at the next tick
+    return _json(message, 202)
 
 
 @router.get(

@@ -1,8 +1,14 @@
-"""Registering, listing and disabling webhook endpoints (admins only: the admin API and the CLI).
+"""Registering, listing, rotating and disabling webhook endpoints (admins only: the admin API and
+the CLI).
 
 Every change is an audit event in the same transaction (``webhook.registered``,
-``webhook.disabled``), naming the endpoint, agent and URL but never the secret. The secret is
-returned once, by ``register_endpoint``; listings never include it.
+``webhook.rotated``, ``webhook.disabled``), naming the endpoint, agent and URL but never a
+secret. A secret is returned once in plain text, by ``register_endpoint`` or ``rotate_secret``,
+and stored only sealed (``secrets``); listings never include it, sealed or not.
+
+Rotation makes a new secret active at once and keeps the previous one signing next to it for an
+overlap (24 h by default): every delivery carries both signatures, so the receiver can move to
+the new secret whenever it likes within that window without rejecting a single delivery.
 
 The URL passes the SSRF guard here (a clear 422 naming the field) and again before every
 attempt, because DNS can change after registration. Disabling an endpoint also ends its
@@ -16,15 +22,17 @@ import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.audit import SYSTEM, Actor, AuditBatch
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.models import ApiKey, WebhookEndpoint, WebhookOutbox
 from gateway.webhooks.outbox import DECIDED, EVENT_TYPES, rfc3339
+from gateway.webhooks.secrets import SecretBox
 from gateway.webhooks.signing import new_secret
 from gateway.webhooks.ssrf import BlockedDestination, Destination, Resolver, UnresolvableHost, check_destination
 
@@ -37,17 +45,23 @@ __all__ = [
     "get_endpoint",
     "list_endpoints",
     "register_endpoint",
+    "rotate_secret",
 ]
 
 MAX_ENDPOINTS_PER_AGENT = 10
-_COLUMNS = (WebhookEndpoint.id, WebhookEndpoint.agent, WebhookEndpoint.url, WebhookEndpoint.event_types,
-            WebhookEndpoint.enabled, WebhookEndpoint.created_at, WebhookEndpoint.disabled_at)
+_E = WebhookEndpoint
+_COLUMNS: tuple[ColumnElement[Any], ...] = (
+    _E.id, _E.agent, _E.url, _E.event_types, _E.include_args, _E.enabled, _E.created_at, _E.disabled_at,
+    _E.disabled_reason, _E.rotated_at, _E.previous_secret_expires_at, _E.last_success_at, _E.first_failure_at,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Registered:
+    """An endpoint and its new plain secret (after registration or rotation), shown once."""
+
     endpoint: dict[str, Any]
-    secret: str  # shown once
+    secret: str
 
 
 def _field_error(field: str, code: str, message: str) -> Unprocessable:
@@ -60,9 +74,16 @@ def _public(row: Any) -> dict[str, Any]:
         "agent": row.agent,
         "url": row.url,
         "event_types": json.loads(row.event_types),
+        "include_args": bool(row.include_args),
         "enabled": bool(row.enabled),
         "created_at": rfc3339(row.created_at),
         "disabled_at": rfc3339(row.disabled_at),
+        "disabled_reason": row.disabled_reason,
+        "rotated_at": rfc3339(row.rotated_at),
+        # the previous secret signs too until then (it may lie in the past: then it no longer does)
+        "previous_secret_expires_at": rfc3339(row.previous_secret_expires_at),
+        "last_success_at": rfc3339(row.last_success_at),
+        "first_failure_at": rfc3339(row.first_failure_at),  # failing since (no success after it)
     }
 
 
@@ -90,13 +111,14 @@ def validate_event_types(event_types: Sequence[str] | None) -> list[str]:
     return sorted(set(event_types))
 
 
-def check_url(url: object, *, allow_private: bool, resolver: Resolver | None = None) -> Destination:
-    """The SSRF guard at registration, as a 422 naming the ``url`` field. Resolves DNS, so call
-    it before the unit of work (never inside the writer's transaction)."""
+def check_url(url: object, *, allow_private: bool, allow_http: bool, resolver: Resolver | None = None) -> Destination:
+    """The SSRF guard (and the https-only rule) at registration, as a 422 naming the ``url``
+    field. Resolves DNS, so call it before the unit of work (never inside the writer's
+    transaction)."""
     if not isinstance(url, str):
         raise _field_error("url", "invalid_url", "the URL must be a string")
     try:
-        dest, _ = check_destination(url, allow_private=allow_private, resolver=resolver)
+        dest, _ = check_destination(url, allow_private=allow_private, allow_http=allow_http, resolver=resolver)
     except BlockedDestination as exc:
         raise _field_error("url", "webhook_url_forbidden", f"webhook URL refused: {exc.reason}") from None
     except UnresolvableHost as exc:
@@ -105,11 +127,12 @@ def check_url(url: object, *, allow_private: bool, resolver: Resolver | None = N
 
 
 def register_endpoint(
-    conn: Connection, audit: AuditBatch, *, agent: str, destination: Destination, actor: Actor,
-    event_types: Sequence[str] | None = None, now: datetime | None = None,
+    conn: Connection, audit: AuditBatch, *, agent: str, destination: Destination, actor: Actor, box: SecretBox,
+    event_types: Sequence[str] | None = None, include_args: bool = False, now: datetime | None = None,
 ) -> Registered:
     """Store an endpoint for ``agent`` (its URL already passed ``check_url``); the result carries
-    the secret, shown once.
+    the secret, shown once (the row holds it sealed by ``box``). ``include_args``: payloads carry
+    the call's (redacted) arguments; off by default, as security.md §2.2 wants thin payloads.
 
     Raises ``Unprocessable`` (bad agent, an agent no API key was ever made for: almost certainly
     a typo, unknown event type) or ``Conflict`` (the URL is already registered
@@ -135,11 +158,12 @@ def register_endpoint(
     endpoint_id = "ep_" + secrets.token_hex(8)
     secret = new_secret()
     conn.execute(insert(WebhookEndpoint).values(
-        id=endpoint_id, agent=agent, url=url, secret=secret, event_types=json.dumps(types), enabled=True,
-        created_at=now,
+        id=endpoint_id, agent=agent, url=url, secret=box.seal(endpoint_id, secret), event_types=json.dumps(types),
+        include_args=bool(include_args), enabled=True, created_at=now,
     ))
     audit.add("webhook.registered", actor,
-              {"endpoint_id": endpoint_id, "agent": agent, "url": _url_for_audit(destination), "event_types": types})
+              {"endpoint_id": endpoint_id, "agent": agent, "url": _url_for_audit(destination), "event_types": types,
+               "include_args": bool(include_args)})
     row = conn.execute(select(*_COLUMNS).where(WebhookEndpoint.id == endpoint_id)).one()
     return Registered(_public(row), secret)
 
@@ -160,17 +184,54 @@ def get_endpoint(conn: Connection, endpoint_id: str) -> dict[str, Any] | None:
     return None if row is None else _public(row)
 
 
+def rotate_secret(
+    conn: Connection, audit: AuditBatch, *, endpoint_id: str, actor: Actor, box: SecretBox, overlap_seconds: float,
+    now: datetime | None = None,
+) -> Registered:
+    """Give an enabled endpoint a new secret, active at once; the current one keeps signing next
+    to it for ``overlap_seconds`` (0: it stops at once). The result carries the new secret,
+    shown once. Raises ``NotFound`` or ``Conflict(code="endpoint_disabled")``.
+
+    One UPDATE moves the current (sealed) secret into ``previous_secret`` (``SET`` reads the
+    row's old values), so two concurrent rotations serialize on the row and the last one's
+    previous secret is the first one's new secret, never a lost update. A secret that was still
+    in its overlap from an earlier rotation stops signing: two signatures at most."""
+    if overlap_seconds < 0:
+        raise ValueError("the rotation overlap cannot be negative")
+    now = now or datetime.now(UTC)
+    secret = new_secret()
+    until = now + timedelta(seconds=overlap_seconds) if overlap_seconds > 0 else None
+    changed = conn.execute(
+        update(WebhookEndpoint)
+        .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.enabled.is_(True))
+        .values(secret=box.seal(endpoint_id, secret),
+                previous_secret=WebhookEndpoint.secret if until is not None else None,
+                previous_secret_expires_at=until, rotated_at=now)
+    ).rowcount == 1
+    if not changed:
+        if get_endpoint(conn, endpoint_id) is None:
+            raise NotFound(f"no webhook endpoint {endpoint_id}")
+        raise Conflict(f"webhook endpoint {endpoint_id} is disabled; register a new one instead",
+                       code="endpoint_disabled")
+    audit.add("webhook.rotated", actor,
+              {"endpoint_id": endpoint_id, "previous_secret_expires_at": rfc3339(until)})
+    endpoint = get_endpoint(conn, endpoint_id)
+    assert endpoint is not None
+    return Registered(endpoint, secret)
+
+
 def disable_endpoint(
     conn: Connection, audit: AuditBatch, *, endpoint_id: str, actor: Actor, reason: str = "disabled by an admin",
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Disable an endpoint and end its undelivered messages. Raises ``NotFound`` or
-    ``Conflict(code="already_disabled")``; writes only when it changes something."""
+    ``Conflict(code="already_disabled")``; writes only when it changes something. The reason
+    is kept on the endpoint (listings show why it stopped) and in the audit event."""
     now = now or datetime.now(UTC)
     changed = conn.execute(
         update(WebhookEndpoint)
         .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.enabled.is_(True))
-        .values(enabled=False, disabled_at=now)
+        .values(enabled=False, disabled_at=now, disabled_reason=reason)
     ).rowcount == 1
     if not changed:
         if get_endpoint(conn, endpoint_id) is None:

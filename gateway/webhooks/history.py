@@ -11,21 +11,31 @@ from gateway.errors import Unprocessable
 from gateway.models import WebhookDelivery, WebhookOutbox
 from gateway.webhooks.outbox import rfc3339
 
-__all__ = ["MESSAGE_STATUSES", "list_messages"]
+__all__ = ["MESSAGE_STATUSES", "get_message", "list_messages"]
 
 MESSAGE_STATUSES = frozenset({"pending", "delivered", "failed"})
 
 
+def get_message(conn: Connection, message_id: str) -> dict[str, Any] | None:
+    """One message with its delivery log, or ``None``."""
+    found = list_messages(conn, message_id=message_id, limit=1)
+    return found[0] if found else None
+
+
 def list_messages(conn: Connection, *, endpoint_id: str | None = None, status: str | None = None,
-                  limit: int = 100) -> list[dict[str, Any]]:
-    """Messages (optionally of one endpoint / in one status) with their delivery log."""
+                  message_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Messages (optionally of one endpoint / in one status / one message) with their delivery
+    log. Attempt numbers count up for the life of a message; ``replayed_at`` says when an admin
+    last replayed it (attempts after it started a fresh budget)."""
     if status is not None and status not in MESSAGE_STATUSES:
         raise Unprocessable(f"unknown status {status!r}; one of {', '.join(sorted(MESSAGE_STATUSES))}",
                             code="invalid_status")
     limit = max(1, min(int(limit), 1000))
     t = WebhookOutbox
     query = select(t.id, t.endpoint_id, t.event_type, t.call_id, t.status, t.attempts, t.next_attempt_at,
-                   t.created_at, t.delivered_at, t.last_error)
+                   t.created_at, t.delivered_at, t.last_error, t.replayed_at)
+    if message_id is not None:
+        query = query.where(t.id == message_id)
     if endpoint_id is not None:
         query = query.where(t.endpoint_id == endpoint_id)
     if status is not None:
@@ -50,7 +60,7 @@ def list_messages(conn: Connection, *, endpoint_id: str | None = None, status: s
             "status": r.status, "attempts": r.attempts,
             "next_attempt_at": rfc3339(r.next_attempt_at) if r.status == "pending" else None,
             "created_at": rfc3339(r.created_at), "delivered_at": rfc3339(r.delivered_at), "last_error": r.last_error,
-            "log": log[r.id],
+            "replayed_at": rfc3339(r.replayed_at), "log": log[r.id],
         }
         for r in rows
     ]

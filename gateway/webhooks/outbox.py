@@ -10,6 +10,12 @@ loses the race writes nothing at all. Sending happens later, from the committed 
 One row per event per enabled endpoint of the call's agent. The body is rendered once, here, and
 stored: every retry sends the same bytes; only ``webhook-timestamp`` and the signature change.
 The row id (``msg_<uuid7>``) is the ``webhook-id`` receivers deduplicate on.
+
+Payloads are *thin* by default (security.md §2.2): no ``data.args``. The arguments, even
+redacted, are the most sensitive part of a call, and a receiver does not need them: the SDK's
+``dispatch`` runs the held call with the arguments its handle kept, and anything else can read
+the call from the gateway. An endpoint registered with ``include_args`` gets them (the SDK's
+``event.run(fn, **event.args)`` pattern needs that).
 """
 
 from __future__ import annotations
@@ -55,12 +61,13 @@ def rfc3339(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def decision_payload(row: Mapping[str, Any], *, at: datetime) -> dict[str, Any]:
+def decision_payload(row: Mapping[str, Any], *, at: datetime, include_args: bool) -> dict[str, Any]:
     """The ``approval.decided`` event for a decided (or expired) call row. This exact shape is
-    the contract the SDK's receiver helper is written against."""
+    the contract the SDK's receiver helper is written against; ``data.args`` (the redacted copy,
+    as stored) is there only with ``include_args``, otherwise the key is absent."""
     if row["status"] not in DECIDED_STATUSES:
         raise ValueError(f"call {row['id']} is {row['status']}, not decided")
-    return {
+    payload: dict[str, Any] = {
         "type": DECIDED,
         "timestamp": rfc3339(at),
         "data": {
@@ -73,11 +80,13 @@ def decision_payload(row: Mapping[str, Any], *, at: datetime) -> dict[str, Any]:
             "channel": row.get("decided_channel"),
             "comment": row["comment"],
             "decided_at": rfc3339(row["decided_at"]),
-            "args": json.loads(row["args"]),  # the redacted copy, as stored
             "rule": row["rule"],
             "reason": row["reason"],
         },
     }
+    if include_args:
+        payload["data"]["args"] = json.loads(row["args"])  # the redacted copy, as stored
+    return payload
 
 
 def render(payload: Mapping[str, Any]) -> str:
@@ -89,27 +98,31 @@ def enqueue_decisions(conn: Connection, rows: Iterable[Mapping[str, Any]], *,
                       now: datetime | None = None) -> list[str]:
     """Write an ``approval.decided`` row for every enabled endpoint of each call's agent, in the
     caller's transaction; returns the new message ids. One SELECT and at most one INSERT for any
-    number of calls (an expiry sweep decides many at once)."""
+    number of calls (an expiry sweep decides many at once). Each call's body is rendered at most
+    twice (thin, and with arguments), whatever the number of endpoints."""
     calls = list(rows)
     if not calls:
         return []
     now = now or datetime.now(UTC)
     agents = sorted({str(c["agent"]) for c in calls})
-    subscribed: dict[str, list[str]] = {}
-    for endpoint_id, agent, event_types in conn.execute(
-        select(WebhookEndpoint.id, WebhookEndpoint.agent, WebhookEndpoint.event_types)
+    subscribed: dict[str, list[tuple[str, bool]]] = {}
+    for endpoint_id, agent, event_types, include_args in conn.execute(
+        select(WebhookEndpoint.id, WebhookEndpoint.agent, WebhookEndpoint.event_types, WebhookEndpoint.include_args)
         .where(WebhookEndpoint.agent.in_(agents), WebhookEndpoint.enabled.is_(True))
         .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
     ):
         if DECIDED in json.loads(event_types):
-            subscribed.setdefault(agent, []).append(endpoint_id)
+            subscribed.setdefault(agent, []).append((endpoint_id, bool(include_args)))
     values = []
     for call in calls:
         endpoints = subscribed.get(call["agent"])
         if not endpoints:
             continue
-        body = render(decision_payload(call, at=now))
-        for endpoint_id in endpoints:
+        bodies: dict[bool, str] = {}
+        for endpoint_id, include_args in endpoints:
+            if include_args not in bodies:
+                bodies[include_args] = render(decision_payload(call, at=now, include_args=include_args))
+            body = bodies[include_args]
             values.append({
                 "id": new_message_id(), "endpoint_id": endpoint_id, "event_type": DECIDED, "call_id": call["id"],
                 "payload": body, "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,

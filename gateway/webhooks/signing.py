@@ -4,6 +4,10 @@ The signature covers ``"{webhook-id}.{webhook-timestamp}.{body}"``, so a receive
 the id it deduplicates on and the time it checks for replays, not only the body. Signing is
 delegated to the ``standardwebhooks`` library itself, so what we send is by construction what
 its (and every compatible) ``verify`` accepts.
+
+During a secret rotation an attempt carries one signature per secret, space-separated (newest
+first), as the spec defines: a receiver verifying with either the old or the new secret accepts
+it, so it can switch at its own pace within the overlap.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import base64
 import math
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
@@ -37,16 +42,20 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
 
 
-def signed_headers(message_id: str, body: str, secret: str, at: datetime) -> dict[str, str]:
+def signed_headers(message_id: str, body: str, secret: str | Sequence[str], at: datetime) -> dict[str, str]:
     """The headers of one attempt: the stable ``webhook-id``, this attempt's timestamp and its
-    signature. ``body`` must be the exact text sent (it is ASCII JSON, so bytes == text)."""
+    signature(s), one per secret (the current one first, then one still in its rotation
+    overlap). ``body`` must be the exact text sent (it is ASCII JSON, so bytes == text)."""
     if at.tzinfo is None:
         raise ValueError("the attempt time must be timezone-aware")
+    keys = [secret] if isinstance(secret, str) else list(secret)
+    if not keys:
+        raise ValueError("at least one secret signs an attempt")
     at = at.astimezone(UTC)
     return {
         "content-type": "application/json",
         "user-agent": USER_AGENT,
         "webhook-id": message_id,
         "webhook-timestamp": str(math.floor(at.timestamp())),
-        "webhook-signature": Webhook(secret).sign(message_id, at, body),
+        "webhook-signature": " ".join(Webhook(key).sign(message_id, at, body) for key in keys),
     }

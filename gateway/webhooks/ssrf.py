@@ -5,7 +5,9 @@ the operator's network. Without a guard, a URL is a way to make the gateway POST
 metadata service (169.254.169.254), an internal admin port on loopback, or anything on the
 private network. So:
 
-* only ``http``/``https``, no credentials in the URL, no fragment, a real host name;
+* only ``https``: a plain-text POST exposes the payload to the network and lets anyone on the
+  path hold, drop or replay it (``CALLGATE_WEBHOOK_ALLOW_HTTP`` admits ``http`` for tests and
+  local development); no credentials in the URL, no fragment, a real host name;
 * the host is resolved and **every** answer must be a globally routable address: loopback,
   RFC 1918, link-local (cloud metadata), CGNAT, multicast, unspecified, reserved, IPv6 unique
   local / link-local, and IPv4 addresses hidden inside IPv6 (IPv4-mapped, 6to4, Teredo, NAT64)
@@ -35,6 +37,7 @@ __all__ = [
     "Resolver",
     "UnresolvableHost",
     "check_destination",
+    "check_scheme",
     "parse_url",
     "refusal_reason",
     "resolve_checked",
@@ -120,6 +123,15 @@ def parse_url(url: str) -> Destination:
     return Destination(url=url, scheme=scheme, host=host, port=port, target=target, host_header=host_header)
 
 
+def check_scheme(dest: Destination, *, allow_http: bool) -> None:
+    """Refuse plain ``http`` unless explicitly allowed. ``parse_url`` accepts both schemes (it
+    only checks what a URL *is*); whether ``http`` may be *used* is this policy, applied at
+    registration and again before every attempt (the setting can be turned off later)."""
+    if dest.scheme == "http" and not allow_http:
+        raise BlockedDestination("http is not allowed: use https (CALLGATE_WEBHOOK_ALLOW_HTTP is for tests and "
+                                 "local development only)")
+
+
 def refusal_reason(ip: IPAddress, *, allow_private: bool = False) -> str | None:
     """Why the gateway must not connect to ``ip`` (``None``: it may)."""
     inner = _embedded_ipv4(ip)
@@ -166,10 +178,12 @@ def resolve_checked(dest: Destination, *, allow_private: bool = False,
     return sorted(addresses, key=lambda a: a.version)
 
 
-def check_destination(url: str, *, allow_private: bool = False,
+def check_destination(url: str, *, allow_private: bool = False, allow_http: bool = False,
                       resolver: Resolver | None = None) -> tuple[Destination, list[IPAddress]]:
-    """``parse_url`` then ``resolve_checked``: everything the guard knows about a URL."""
+    """``parse_url``, ``check_scheme`` then ``resolve_checked``: everything the guard knows about
+    a URL. A refused scheme is refused before any DNS lookup."""
     dest = parse_url(url)
+    check_scheme(dest, allow_http=allow_http)
     return dest, resolve_checked(dest, allow_private=allow_private, resolver=resolver)
 
 

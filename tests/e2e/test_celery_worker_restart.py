@@ -108,7 +108,7 @@ def test_kill_9_of_the_celery_worker_loses_no_event_and_runs_nothing_twice(
     redis_url, queue = redis_target
     env = make_env(
         empty_pg_url, tmp_path, CALLGATE_REDIS_URL=redis_url, CALLGATE_CELERY_QUEUE=queue,
-        CALLGATE_WEBHOOK_ALLOW_PRIVATE="true", CALLGATE_WEBHOOK_TIMEOUT_SECONDS="4",
+        CALLGATE_WEBHOOK_ALLOW_PRIVATE="true", CALLGATE_WEBHOOK_ALLOW_HTTP="true", CALLGATE_WEBHOOK_TIMEOUT_SECONDS="4",
         CALLGATE_WEBHOOK_LEASE_SECONDS=str(LEASE_S), CALLGATE_WEBHOOK_RETRY_SCHEDULE="0.5,1,1,1,1,1,1",
         CALLGATE_WEBHOOK_POLL_SECONDS="0.5", CALLGATE_SWEEP_INTERVAL_S="1",
     )

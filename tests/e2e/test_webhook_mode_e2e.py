@@ -116,10 +116,13 @@ def test_webhook_mode_runs_the_held_call_once(empty_database_url: str, tmp_path:
         "CALLGATE_SECRET_KEY": "e2e-secret-" + uuid.uuid4().hex,
         "CALLGATE_POLICIES": str(tmp_path / "policy.yaml"),
         "CALLGATE_ENV": "test",
-        "CALLGATE_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver listens on loopback
+        "CALLGATE_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver listens on loopback...
+        "CALLGATE_WEBHOOK_ALLOW_HTTP": "true",  # ...over plain http
         "CALLGATE_WEBHOOK_POLL_SECONDS": "0.2",  # CLI decisions are committed by another process
     }
     cli(env, "migrate")
+    for reviewer in ("alice", "bob"):  # `calls approve|deny --as` must name a reviewer account
+        cli(env, "users", "create", reviewer, "--role", "reviewer")
     key = cli(env, "keys", "create", "--agent", "e2e-bot").stdout.strip().splitlines()[-1]
     app.secret = cli(env, "webhooks", "add", "--agent", "e2e-bot", "--url", url).stdout.strip().splitlines()[-1]
     assert app.secret.startswith("whsec_")

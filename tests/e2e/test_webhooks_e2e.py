@@ -22,16 +22,20 @@ pytestmark = pytest.mark.slow
 def test_decisions_reach_the_agents_webhook_signed(tmp_path: Path, sdk_reset: None) -> None:
     database_url = f"sqlite:///{tmp_path / 'data' / 'callgate.db'}"
     strict_env = make_env(database_url, tmp_path)
-    env = {**strict_env, "CALLGATE_WEBHOOK_ALLOW_PRIVATE": "true"}  # the receiver is on 127.0.0.1
+    # The receiver is plain http on 127.0.0.1: both test-only opt-ins.
+    env = {**strict_env, "CALLGATE_WEBHOOK_ALLOW_PRIVATE": "true", "CALLGATE_WEBHOOK_ALLOW_HTTP": "true"}
     key = agent_key(env)
     db = Db(database_url)
     agent = Agent()
     with running_receiver() as receiver:
         refused = cli(strict_env, "webhooks", "add", "--agent", "e2e-bot", "--url", receiver.url, check=False)
+        assert refused.returncode == 2 and "use https" in refused.stderr  # production: https only
+        http_allowed = {**strict_env, "CALLGATE_WEBHOOK_ALLOW_HTTP": "true"}
+        refused = cli(http_allowed, "webhooks", "add", "--agent", "e2e-bot", "--url", receiver.url, check=False)
         assert refused.returncode == 2 and "loopback" in refused.stderr  # production guard: refused
         refused = cli(env, "webhooks", "add", "--agent", "e2e-bot", "--url", "http://169.254.169.254/", check=False)
         assert refused.returncode == 2 and "link-local" in refused.stderr  # metadata: refused even in tests
-        added = cli(env, "webhooks", "add", "--agent", "e2e-bot", "--url", receiver.url)
+        added = cli(env, "webhooks", "add", "--agent", "e2e-bot", "--url", receiver.url, "--include-args")
         secret = added.stdout.strip().splitlines()[-1]
         assert secret.startswith("whsec_") and "registered webhook ep_" in added.stderr
         (endpoint,) = [json.loads(line) for line in cli(env, "webhooks", "list", "--json").stdout.splitlines()]

@@ -1,5 +1,6 @@
 """The /v1/webhooks admin API in-process, on SQLite and PostgreSQL: admin keys only, strict JSON,
-problem+json errors that name the field, audit events, and the delivery log."""
+problem+json errors that name the field, https only unless allowed, audit events, secret
+rotation, the delivery log and replays."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from sqlalchemy import Engine, func, select
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.models import AuditEvent, WebhookEndpoint
-from gateway.webhooks.delivery import DeliveryConfig, deliver_due, in_transaction
-from tests.gateway.webhooks.helpers import Calls
+from gateway.webhooks.delivery import deliver_due, in_transaction
+from tests.gateway.webhooks.helpers import BOX, Calls, delivery_config, dump, outbox
 from tests.gateway.webhooks.receiver import Reply, running_receiver
 
 
@@ -29,8 +30,9 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def loopback_client(settings: Settings) -> Iterator[TestClient]:
-    """An app with the test-only CALLGATE_WEBHOOK_ALLOW_PRIVATE: receivers on 127.0.0.1."""
-    app = create_app(settings.model_copy(update={"webhook_allow_private": True}))
+    """An app with the test-only CALLGATE_WEBHOOK_ALLOW_PRIVATE and CALLGATE_WEBHOOK_ALLOW_HTTP:
+    plain-http receivers on 127.0.0.1."""
+    app = create_app(settings.model_copy(update={"webhook_allow_private": True, "webhook_allow_http": True}))
     with TestClient(app, base_url="https://testserver") as c:
         yield c
 
@@ -48,6 +50,9 @@ def public_dns(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+
+MESSAGE_ID = "msg_00000000-0000-7000-8000-000000000000"
 
 
 def auth(key: str) -> dict[str, str]:
@@ -86,9 +91,15 @@ class TestRegistration:
         r = create(client, admin_key, {"agent": "billing-bot", "url": "https://hooks.example.com/callgate"})
         assert r.status_code == 201, r.text
         created = r.json()
-        assert set(created) == {"id", "agent", "url", "event_types", "enabled", "created_at", "disabled_at", "secret"}
+        assert set(created) == {"id", "agent", "url", "event_types", "include_args", "enabled", "created_at",
+                                "disabled_at", "disabled_reason", "rotated_at", "previous_secret_expires_at",
+                                "last_success_at", "first_failure_at", "secret"}
         assert created["secret"].startswith("whsec_") and created["enabled"] is True
-        assert created["event_types"] == ["approval.decided"]
+        assert created["event_types"] == ["approval.decided"] and created["include_args"] is False
+        with engine.connect() as conn:
+            stored = conn.execute(select(WebhookEndpoint.secret)).scalar_one()
+        assert BOX.unseal(created["id"], stored) == created["secret"]  # sealed under CALLGATE_SECRET_KEY
+        assert "whsec_" not in dump(engine)
         listed = client.get("/v1/webhooks", headers=auth(admin_key)).json()["webhooks"]
         assert listed == [{k: v for k, v in created.items() if k != "secret"}]
         assert created["secret"] not in client.get("/v1/webhooks", headers=auth(admin_key)).text
@@ -103,21 +114,45 @@ class TestRegistration:
                                        "event_types": ["approval.decided"]})
         assert r.status_code == 201 and r.json()["event_types"] == ["approval.decided"]
 
+    def test_include_args_is_opt_in(self, client: TestClient, admin_key: str, agent_key: str,
+                                    public_dns: None) -> None:
+        r = create(client, admin_key, {"agent": "billing-bot", "url": "https://a.example.com/", "include_args": True})
+        assert r.status_code == 201 and r.json()["include_args"] is True
+        result = problem(create(client, admin_key, {"agent": "billing-bot", "url": "https://b.example.com/",
+                                                    "include_args": "yes"}), 422, "validation_error")
+        assert "/include_args" in [e.get("pointer") for e in result["errors"]]
+
     def test_loopback_needs_the_test_only_flag(self, client: TestClient, loopback_client: TestClient,
                                                admin_key: str, agent_key: str) -> None:
-        body = {"agent": "billing-bot", "url": "http://127.0.0.1:9/x"}
+        body = {"agent": "billing-bot", "url": "https://127.0.0.1:9/x"}
         assert "loopback" in problem(create(client, admin_key, body), 422, "webhook_url_forbidden")["detail"]
         assert create(loopback_client, admin_key, body).status_code == 201
         body = {"agent": "billing-bot", "url": "http://169.254.169.254/"}  # never, even with the flag
         problem(create(loopback_client, admin_key, body), 422, "webhook_url_forbidden")
 
+    def test_http_needs_its_own_flag(self, client: TestClient, settings: Settings, admin_key: str, agent_key: str,
+                                     engine: Engine, public_dns: None) -> None:
+        """https only in production; CALLGATE_WEBHOOK_ALLOW_HTTP (tests, local development) opts in."""
+        body = {"agent": "billing-bot", "url": "http://hooks.example.com/callgate"}
+        result = problem(create(client, admin_key, body), 422, "webhook_url_forbidden")
+        assert "http is not allowed: use https" in result["detail"] and result["errors"][0]["pointer"] == "/url"
+        assert count_endpoints(engine) == 0
+        private_only = settings.model_copy(update={"webhook_allow_private": True})  # loopback alone is not enough
+        with TestClient(create_app(private_only), base_url="https://testserver") as other:
+            problem(create(other, admin_key, {"agent": "billing-bot", "url": "http://127.0.0.1:9/x"}), 422,
+                    "webhook_url_forbidden")
+        with TestClient(create_app(settings.model_copy(update={"webhook_allow_http": True})),
+                        base_url="https://testserver") as allowed:
+            assert create(allowed, admin_key, body).status_code == 201
+
 
 class TestBadInput:
     @pytest.mark.parametrize(("url", "code"), [
-        ("http://169.254.169.254/latest/meta-data/", "webhook_url_forbidden"),
-        ("http://internal.example.net/hook", "webhook_url_forbidden"),  # a name resolving to 10.x
-        ("http://[::ffff:169.254.169.254]/", "webhook_url_forbidden"),
-        ("http://100.64.0.1/", "webhook_url_forbidden"),
+        ("https://169.254.169.254/latest/meta-data/", "webhook_url_forbidden"),
+        ("https://internal.example.net/hook", "webhook_url_forbidden"),  # a name resolving to 10.x
+        ("https://[::ffff:169.254.169.254]/", "webhook_url_forbidden"),
+        ("https://100.64.0.1/", "webhook_url_forbidden"),
+        ("http://hooks.example.com/", "webhook_url_forbidden"),  # plain http
         ("ftp://hooks.example.com/", "webhook_url_forbidden"),
         ("https://user:pw@hooks.example.com/", "webhook_url_forbidden"),
         ("not a url", "webhook_url_forbidden"),
@@ -193,6 +228,8 @@ class TestAuthorization:
         problem(client.get("/v1/webhooks"), 401, "invalid_api_key")
         problem(client.delete("/v1/webhooks/ep_0000000000000000"), 401, "invalid_api_key")
         problem(client.get("/v1/webhooks/ep_0000000000000000/deliveries"), 401, "invalid_api_key")
+        problem(client.post("/v1/webhooks/ep_0000000000000000/rotate"), 401, "invalid_api_key")
+        problem(client.post(f"/v1/webhooks/messages/{MESSAGE_ID}/replay"), 401, "invalid_api_key")
 
     def test_an_agent_key_is_403_everywhere(self, client: TestClient, agent_key: str, engine: Engine) -> None:
         """An agent must not point its own decision events elsewhere (or read others')."""
@@ -202,6 +239,10 @@ class TestAuthorization:
         problem(client.get("/v1/webhooks", headers=auth(agent_key)), 403, "admin_key_required")
         problem(client.delete("/v1/webhooks/ep_0000000000000000", headers=auth(agent_key)), 403, "admin_key_required")
         problem(client.get("/v1/webhooks/ep_0000000000000000/deliveries", headers=auth(agent_key)), 403,
+                "admin_key_required")
+        problem(client.post("/v1/webhooks/ep_0000000000000000/rotate", headers=auth(agent_key)), 403,
+                "admin_key_required")
+        problem(client.post(f"/v1/webhooks/messages/{MESSAGE_ID}/replay", headers=auth(agent_key)), 403,
                 "admin_key_required")
         assert count_endpoints(engine) == 0
 
@@ -235,7 +276,7 @@ class TestDisableAndDeliveries:
             call_id = calls.pending()
             calls.decide(call_id)  # decided outside the app: its worker is not kicked (and ticks once a minute)
             run = in_transaction(engine)
-            config = DeliveryConfig(timeout=2.0, lease=5.0, schedule=(0.0,), allow_private=True)
+            config = delivery_config(schedule=(0.0,))
             deliver_due(run, config)
             deliver_due(run, config)
             assert len(receiver.requests) == 2
@@ -261,6 +302,66 @@ class TestDisableAndDeliveries:
         assert {"post", "get"} <= set(paths["/v1/webhooks"])
         assert "delete" in paths["/v1/webhooks/{endpoint_id}"]
         assert "get" in paths["/v1/webhooks/{endpoint_id}/deliveries"]
+        assert "post" in paths["/v1/webhooks/{endpoint_id}/rotate"]
+        assert "post" in paths["/v1/webhooks/messages/{message_id}/replay"]
+
+
+class TestRotateAndReplay:
+    def test_rotate_answers_the_new_secret_once_and_both_sign(self, loopback_client: TestClient, admin_key: str,
+                                                              calls: Calls, engine: Engine) -> None:
+        client = loopback_client
+        with running_receiver() as receiver:
+            created = create(client, admin_key, {"agent": "billing-bot", "url": receiver.url}).json()
+            r = client.post(f"/v1/webhooks/{created['id']}/rotate", headers=auth(admin_key))
+            assert r.status_code == 200, r.text
+            rotated = r.json()
+            assert rotated["secret"].startswith("whsec_") and rotated["secret"] != created["secret"]
+            assert rotated["rotated_at"] is not None and rotated["previous_secret_expires_at"] is not None
+            assert rotated["secret"] not in client.get("/v1/webhooks", headers=auth(admin_key)).text
+            calls.decide(calls.pending())
+            deliver_due(in_transaction(engine), delivery_config())
+            (request,) = receiver.wait_for(1)
+        assert len(request.headers["webhook-signature"].split(" ")) == 2
+        request.verify(rotated["secret"])
+        request.verify(created["secret"])
+        assert event_types(engine).count("webhook.rotated") == 1
+        with engine.connect() as conn:
+            last = json.loads(conn.execute(select(AuditEvent.canonical)
+                                           .where(AuditEvent.event_type == "webhook.rotated")).scalar_one())
+        assert last["actor"]["type"] == "admin_key" and last["data"]["endpoint_id"] == created["id"]
+        assert "whsec_" not in dump(engine)
+
+    def test_rotate_refusals(self, client: TestClient, admin_key: str, agent_key: str, public_dns: None) -> None:
+        problem(client.post("/v1/webhooks/ep_0123456789abcdef/rotate", headers=auth(admin_key)), 404, "not_found")
+        problem(client.post("/v1/webhooks/nope/rotate", headers=auth(admin_key)), 404, "not_found")
+        created = create(client, admin_key, {"agent": "billing-bot", "url": "https://a.example.com/"}).json()
+        client.delete(f"/v1/webhooks/{created['id']}", headers=auth(admin_key))
+        problem(client.post(f"/v1/webhooks/{created['id']}/rotate", headers=auth(admin_key)), 409,
+                "endpoint_disabled")
+
+    def test_replay_resends_with_the_same_webhook_id(self, loopback_client: TestClient, admin_key: str,
+                                                     calls: Calls, engine: Engine) -> None:
+        client = loopback_client
+        with running_receiver() as receiver:
+            create(client, admin_key, {"agent": "billing-bot", "url": receiver.url})
+            calls.decide(calls.pending())
+            (message_id,) = [row["id"] for row in outbox(engine)]
+            problem(client.post(f"/v1/webhooks/messages/{message_id}/replay", headers=auth(admin_key)), 409,
+                    "still_pending")
+            run = in_transaction(engine)
+            deliver_due(run, delivery_config())
+            r = client.post(f"/v1/webhooks/messages/{message_id}/replay", headers=auth(admin_key))
+            assert r.status_code == 202, r.text
+            assert (r.json()["message_id"], r.json()["status"], r.json()["attempts"]) == (message_id, "pending", 1)
+            assert r.json()["replayed_at"] is not None
+            deliver_due(run, delivery_config())
+            first, second = receiver.wait_for(2)
+        assert first.webhook_id == second.webhook_id == message_id and first.body == second.body
+        assert event_types(engine).count("webhook.replayed") == 1
+        problem(client.post(f"/v1/webhooks/messages/{MESSAGE_ID}/replay", headers=auth(admin_key)), 404,
+                "not_found")
+        problem(client.post("/v1/webhooks/messages/msg_..%2F..%2Fetc/replay", headers=auth(admin_key)), 404,
+                "not_found")
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""Webhook test fixtures: a real receiver on 127.0.0.1, settings that allow it, and helpers that
-make pending calls and decide them through the real domain functions (no app, so no background
-worker races the delivery rounds a test drives by hand)."""
+"""Webhook test fixtures: a real receiver on 127.0.0.1 (plain http), settings that allow it, and
+helpers that make pending calls and decide them through the real domain functions (no app, so no
+background worker races the delivery rounds a test drives by hand)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from sqlalchemy import Engine
 
 from gateway.config import Settings
 from gateway.webhooks.delivery import DeliveryConfig, RunUnit, in_transaction
-from tests.gateway.webhooks.helpers import Calls
+from tests.gateway.webhooks.helpers import Calls, delivery_config
 from tests.gateway.webhooks.receiver import Receiver, running_receiver
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """The gateway test settings, with loopback receivers allowed and a quick timeout."""
-    return settings.model_copy(update={"webhook_allow_private": True, "webhook_timeout_seconds": 2.0,
-                                       "webhook_lease_seconds": 5.0})
+    """The gateway test settings, with loopback http receivers allowed and a quick timeout."""
+    return settings.model_copy(update={"webhook_allow_private": True, "webhook_allow_http": True,
+                                       "webhook_timeout_seconds": 2.0, "webhook_lease_seconds": 5.0})
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def run(engine: Engine) -> RunUnit:
 
 @pytest.fixture
 def config() -> DeliveryConfig:
-    return DeliveryConfig(timeout=2.0, lease=5.0, schedule=(5.0, 30.0, 120.0), allow_private=True)
+    return delivery_config(schedule=(5.0, 30.0, 120.0))
 
 
 @pytest.fixture

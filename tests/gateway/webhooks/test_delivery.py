@@ -19,26 +19,23 @@ from sqlalchemy import Engine, select, update
 from gateway.expiry import sweep_expired
 from gateway.models import ToolCall, WebhookEndpoint, WebhookOutbox
 from gateway.webhooks.delivery import DeliveryConfig, RunUnit, claim_due, deliver_due, record_attempts, send
-from tests.gateway.webhooks.helpers import Calls, audit_events, aware, delivery_log, outbox, register
+from tests.gateway.webhooks.helpers import (
+    Calls,
+    Clock,
+    audit_events,
+    aware,
+    delivery_config,
+    delivery_log,
+    endpoint_row,
+    outbox,
+    register,
+)
 from tests.gateway.webhooks.receiver import Receiver, Reply
 
 RFC3339 = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$"
 
 
-class Clock:
-    """A settable clock starting at the real time (the DB rows are stamped with real times)."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-def test_an_approval_is_delivered_once_signed_with_the_contracted_payload(
+def test_an_approval_is_delivered_once_signed_with_the_contracted_thin_payload(
     calls: Calls, run: RunUnit, engine: Engine, receiver: Receiver, config: DeliveryConfig
 ) -> None:
     endpoint = register(run, receiver.url)
@@ -60,14 +57,13 @@ def test_an_approval_is_delivered_once_signed_with_the_contracted_payload(
     assert payload["type"] == "approval.decided"
     data = payload["data"]
     assert set(data) == {"call_id", "tool", "agent", "session_id", "status", "decided_by", "channel", "comment",
-                         "decided_at", "args", "rule", "reason"}
+                         "decided_at", "rule", "reason"}  # thin by default: no args at all
     assert (data["call_id"], data["tool"], data["agent"], data["session_id"]) == (
         call_id, "stripe.refund", "billing-bot", "sess-1")
     assert (data["status"], data["decided_by"], data["channel"], data["comment"]) == (
         "approved", "alice", "console", "known customer")
     assert data["rule"] == "big-refunds-need-a-human"
-    assert data["args"]["amount"] == 850 and data["args"]["password"] != "hunter2"  # the redacted copy
-    assert b"hunter2" not in request.body
+    assert b"hunter2" not in request.body and b"cus_1" not in request.body and b"850" not in request.body
     assert re.match(RFC3339, payload["timestamp"]) and re.match(RFC3339, data["decided_at"])
 
     (row,) = outbox(engine)
@@ -116,18 +112,18 @@ def test_500_twice_then_200_is_three_attempts_with_one_webhook_id(
     assert [a.result for a in first] == ["retry"]
     (row,) = outbox(engine)
     delay = (aware(row["next_attempt_at"]) - clock.now).total_seconds()
-    assert 0 <= delay <= config.schedule[0] + 1e-3  # full jitter: [0, 5 s]
+    assert 0.8 * config.schedule[0] - 1e-3 <= delay <= 1.2 * config.schedule[0] + 1e-3  # 5 s, +-20 %
     assert (row["status"], row["attempts"], row["last_error"]) == ("pending", 1, "HTTP 500")
-    assert delay > 0.01  # (seed 7) so the next line checks something
+    clock.advance(delay - 0.01)
     assert deliver_due(run, config, clock=clock) == []  # not due before its time
 
-    clock.advance(config.schedule[0])
+    clock.advance(0.01)
     assert [a.result for a in deliver_due(run, config, clock=clock, rng=rng)] == ["retry"]
     (row,) = outbox(engine)
     delay = (aware(row["next_attempt_at"]) - clock.now).total_seconds()
-    assert 0 <= delay <= config.schedule[1] + 1e-3  # [0, 30 s]
+    assert 0.8 * config.schedule[1] - 1e-3 <= delay <= 1.2 * config.schedule[1] + 1e-3  # 30 s, +-20 %
 
-    clock.advance(config.schedule[1])
+    clock.advance(delay)
     assert [a.result for a in deliver_due(run, config, clock=clock, rng=rng)] == ["delivered"]
 
     requests = receiver.wait_for(3)
@@ -187,7 +183,7 @@ def test_retry_after_is_honoured(calls: Calls, run: RunUnit, engine: Engine, rec
 def test_a_timeout_is_retried_within_the_attempt_budget(
     calls: Calls, run: RunUnit, engine: Engine, receiver: Receiver
 ) -> None:
-    config = DeliveryConfig(timeout=0.5, lease=5.0, schedule=(0.0,), allow_private=True)
+    config = delivery_config(timeout=0.5, schedule=(0.0,))
     register(run, receiver.url)
     receiver.answer_with([Reply(200, delay=3.0), Reply(200)])
     calls.decide(calls.pending())
@@ -204,7 +200,7 @@ def test_a_timeout_is_retried_within_the_attempt_budget(
 def test_the_last_attempt_failing_ends_the_message(
     calls: Calls, run: RunUnit, engine: Engine, receiver: Receiver
 ) -> None:
-    config = DeliveryConfig(timeout=2.0, lease=5.0, schedule=(0.0, 0.0), allow_private=True)
+    config = delivery_config(schedule=(0.0, 0.0))
     register(run, receiver.url)
     receiver.default = Reply(500)
     calls.decide(calls.pending())
@@ -219,7 +215,7 @@ def test_the_last_attempt_failing_ends_the_message(
 def test_410_gone_fails_and_disables_the_endpoint(
     calls: Calls, run: RunUnit, engine: Engine, receiver: Receiver
 ) -> None:
-    config = DeliveryConfig(timeout=2.0, lease=5.0, schedule=(5.0,), allow_private=True, batch=1)
+    config = delivery_config(schedule=(5.0,), batch=1)
     endpoint = register(run, receiver.url)
     receiver.answer_with([410])
     first, second = calls.pending(), calls.pending()
@@ -316,7 +312,7 @@ def test_a_worker_that_lost_its_lease_cannot_overwrite_a_newer_attempt(
 def test_a_message_whose_last_attempt_was_lost_ends_failed(
     calls: Calls, run: RunUnit, engine: Engine, receiver: Receiver
 ) -> None:
-    config = DeliveryConfig(timeout=2.0, lease=5.0, schedule=(0.0,), allow_private=True)
+    config = delivery_config(schedule=(0.0,))
     register(run, receiver.url)
     calls.decide(calls.pending())
     clock = Clock()
@@ -350,7 +346,7 @@ def test_dns_rebinding_at_send_time_is_refused_without_connecting(
     register(run, "https://hooks.example.test/callgate", allow_private=False)
     calls.decide(calls.pending())
     answers["hooks.example.test"] = "127.0.0.1"
-    strict = DeliveryConfig(timeout=2.0, lease=5.0, schedule=(5.0,), allow_private=False)
+    strict = delivery_config(schedule=(5.0,), allow_private=False, allow_http=False)
     (attempt,) = deliver_due(run, strict)
     assert attempt.result == "retry" and attempt.verdict.reason.startswith("ssrf_blocked")
     assert "127.0.0.1 is loopback" in attempt.verdict.reason
@@ -415,13 +411,58 @@ def test_a_broken_message_is_recorded_and_does_not_sink_its_batch(
     broken = register(run, receiver.url)
     fine = register(run, receiver.url + "-2")
     calls.decide(calls.pending())
-    with engine.begin() as conn:  # a secret that cannot be decoded (damaged in the database)
+    sealed = endpoint_row(engine, broken.endpoint["id"])["secret"]
+    damaged = sealed[:-6] + ("AAAA" if sealed[-6:-2] != "AAAA" else "BBBB") + sealed[-2:]
+    with engine.begin() as conn:  # a sealed secret damaged in the database: it no longer opens
         conn.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == broken.endpoint["id"])
-                     .values(secret="whsec_%%%"))
+                     .values(secret=damaged))
     results = {a.message.endpoint_id: a for a in deliver_due(run, config)}
     assert results[fine.endpoint["id"]].result == "delivered"
     assert results[broken.endpoint["id"]].result == "retry"
-    assert results[broken.endpoint["id"]].verdict.reason.startswith("internal: ")
-    assert [r.path for r in receiver.requests] == ["/hook-2"]
+    reason = results[broken.endpoint["id"]].verdict.reason
+    assert reason.startswith("secret: ") and "does not open" in reason and broken.secret not in reason
+    assert [r.path for r in receiver.requests] == ["/hook-2"]  # nothing unsigned (or mis-signed) was sent
     (log,) = delivery_log(engine, next(r["id"] for r in outbox(engine) if r["endpoint_id"] == broken.endpoint["id"]))
-    assert log["result"] == "retry" and log["error"].startswith("internal: ")
+    assert log["result"] == "retry" and log["error"].startswith("secret: ")
+
+
+def test_include_args_delivers_the_redacted_arguments_and_the_sdk_reads_both_shapes(
+    calls: Calls, run: RunUnit, receiver: Receiver, config: DeliveryConfig
+) -> None:
+    """An endpoint registered with include_args gets data.args (the redacted copy); a thin one
+    gets none, and the SDK's receiver helper parses it (args empty: dispatch has its own)."""
+    from callgate import webhooks
+    from callgate.webhooks import MemoryReplayGuard
+
+    full = register(run, receiver.url, include_args=True)
+    thin = register(run, receiver.url + "-thin")
+    call_id = calls.pending()
+    calls.decide(call_id)
+    assert sorted(a.result for a in deliver_due(run, config)) == ["delivered", "delivered"]
+    by_path = {r.path: r for r in receiver.wait_for(2)}
+    args = by_path["/hook"].verify(full.secret)["data"]["args"]
+    assert args["amount"] == 850 and args["customer_id"] == "cus_1" and args["password"] != "hunter2"
+    assert b"hunter2" not in by_path["/hook"].body
+    assert "args" not in by_path["/hook-thin"].verify(thin.secret)["data"]
+    full_event = webhooks.verify(by_path["/hook"].body, by_path["/hook"].headers, full.secret,
+                                 replays=MemoryReplayGuard())
+    thin_event = webhooks.verify(by_path["/hook-thin"].body, by_path["/hook-thin"].headers, thin.secret,
+                                 replays=MemoryReplayGuard())
+    assert full_event.args["amount"] == 850 and thin_event.args == {}
+    assert (thin_event.call_id, thin_event.status) == (full_event.call_id, full_event.status) == (call_id, "approved")
+
+
+def test_http_is_refused_at_send_time_once_no_longer_allowed(
+    calls: Calls, run: RunUnit, engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registered while http was allowed; the gateway now runs https-only: the attempt is refused
+    before any connection (and retried: the setting may be turned back on)."""
+    register(run, receiver.url)
+    calls.decide(calls.pending())
+    connections: list[Any] = []
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: connections.append(a) or pytest.fail("connected"))
+    (attempt,) = deliver_due(run, delivery_config(allow_http=False))
+    assert attempt.result == "retry" and attempt.verdict.reason.startswith("ssrf_blocked: http is not allowed")
+    assert connections == [] and receiver.requests == []
+    (log,) = delivery_log(engine)
+    assert log["status_code"] is None and "use https" in log["error"]

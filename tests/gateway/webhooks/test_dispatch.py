@@ -20,10 +20,10 @@ from gateway.audit import SYSTEM
 from gateway.cli import main
 from gateway.config import Settings
 from gateway.users import create_user
-from gateway.webhooks.delivery import DeliveryConfig, RunUnit
+from gateway.webhooks.delivery import RunUnit
 from gateway.webhooks.dispatch import CeleryKicker, EmbeddedWorker, send_delivery_task
 from tests.console.conftest import signed_in, submit_pending
-from tests.gateway.webhooks.helpers import Calls, outbox, register
+from tests.gateway.webhooks.helpers import Calls, delivery_config, outbox, register
 from tests.gateway.webhooks.receiver import Receiver
 
 
@@ -86,6 +86,8 @@ class TestEmbeddedMode:
             endpoint = admin_register(client, admin_key, receiver.url)
             call_id = submit_pending(client, agent_key)
             time.sleep(0.3)  # let a tick pass with nothing due
+            with engine.begin() as conn:  # --as must name a real reviewer account
+                create_user(conn, username="bob", password="bob-reviewer-pw", role="reviewer", env="test", actor=SYSTEM)
             result = CliRunner().invoke(main, ["calls", "deny", call_id, "--as", "bob", "--comment", "no"], env=env)
             assert result.exit_code == 0, result.output
             took = wait_until(lambda: len(receiver.requests) >= 1, 10, "the CLI decision's webhook")
@@ -107,7 +109,7 @@ class TestEmbeddedWorker:
                 raise ConnectionError("database briefly unreachable")
             return run(work)
 
-        w = EmbeddedWorker(sometimes_down, engine, DeliveryConfig(timeout=2.0, lease=5.0, allow_private=True),
+        w = EmbeddedWorker(sometimes_down, engine, delivery_config(),
                            poll_seconds=0.2)
         w.start()
         yield w
@@ -124,7 +126,7 @@ class TestEmbeddedWorker:
         assert worker.ticks >= 2
 
     def test_stop_is_prompt_when_idle(self, engine: Engine, run: RunUnit) -> None:
-        w = EmbeddedWorker(run, engine, DeliveryConfig(allow_private=True), poll_seconds=30.0)
+        w = EmbeddedWorker(run, engine, delivery_config(timeout=10.0, lease=60.0), poll_seconds=30.0)
         w.start()
         started = time.monotonic()
         w.stop()

@@ -1,4 +1,5 @@
-"""Registering and disabling endpoints: validation, audit events, secrets shown once."""
+"""Registering and disabling endpoints: validation, audit events, secrets shown once and stored
+sealed, https only unless allowed."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from gateway.webhooks.endpoints import (
     list_endpoints,
     register_endpoint,
 )
-from tests.gateway.webhooks.helpers import Calls, audit_events, outbox, register
+from tests.gateway.webhooks.helpers import BOX, Calls, audit_events, outbox, register
 
 OPS = Actor("operator", "ops")
 pytestmark = pytest.mark.usefixtures("agent_key")  # agent billing-bot exists
@@ -37,12 +38,15 @@ def test_register_returns_the_secret_once_and_audits_without_it(run: RunUnit, en
         assert "secret" not in get_endpoint(conn, endpoint["id"])  # type: ignore[operator]
         stored = conn.execute(select(WebhookEndpoint.secret)).scalar_one()
         canonical = " ".join(conn.execute(select(AuditEvent.canonical)).scalars())
-    assert stored == registered.secret  # kept retrievable: the gateway signs with it
+    assert stored.startswith("sealed:v1:") and "whsec_" not in stored  # sealed at rest...
+    assert BOX.unseal(endpoint["id"], stored) == registered.secret  # ...yet retrievable: the gateway signs with it
     assert registered.secret not in canonical and "abc123" not in canonical  # nor the URL's query
     (event,) = audit_events(engine)
     assert event["event_type"] == "webhook.registered" and event["actor"] == {"type": "operator", "id": "ops"}
     assert event["data"] == {"endpoint_id": endpoint["id"], "agent": "billing-bot",
-                             "url": "http://127.0.0.1:9/hook?[query redacted]", "event_types": ["approval.decided"]}
+                             "url": "http://127.0.0.1:9/hook?[query redacted]", "event_types": ["approval.decided"],
+                             "include_args": False}
+    assert endpoint["include_args"] is False  # thin payloads unless asked for
 
 
 def test_disable_ends_pending_messages_and_is_audited(calls: Calls, run: RunUnit, engine: Engine) -> None:
@@ -51,6 +55,7 @@ def test_disable_ends_pending_messages_and_is_audited(calls: Calls, run: RunUnit
     calls.decide(call_id)
     result = run(lambda conn, audit: disable_endpoint(conn, audit, endpoint_id=endpoint["id"], actor=OPS))
     assert result["enabled"] is False and result["disabled_at"] is not None
+    assert result["disabled_reason"] == "disabled by an admin"
     (row,) = outbox(engine)
     assert (row["status"], row["last_error"]) == ("failed", "endpoint disabled: disabled by an admin")
     events = audit_events(engine)
@@ -94,35 +99,54 @@ def test_an_agent_nobody_made_a_key_for_is_refused(run: RunUnit, engine: Engine)
 
 @pytest.mark.parametrize("agent", ["", "has space", "x" * 129, "tab\there", 42])
 def test_bad_agent_names_are_refused(agent: object, run: RunUnit) -> None:
-    destination = check_url("http://127.0.0.1:9/hook", allow_private=True)
+    destination = check_url("http://127.0.0.1:9/hook", allow_private=True, allow_http=True)
     with pytest.raises(Unprocessable) as exc:
         run(lambda conn, audit: register_endpoint(
-            conn, audit, agent=agent, destination=destination, actor=OPS))  # type: ignore[arg-type]
+            conn, audit, agent=agent, destination=destination, actor=OPS, box=BOX))  # type: ignore[arg-type]
     assert exc.value.code == "invalid_agent"
 
 
 @pytest.mark.parametrize(("event_types", "code"), [([], "invalid_event_types"), (["approval.requested"],
                                                                                   "unknown_event_type")])
 def test_bad_event_types_are_refused(event_types: list[str], code: str, run: RunUnit) -> None:
-    destination = check_url("http://127.0.0.1:9/hook", allow_private=True)
+    destination = check_url("http://127.0.0.1:9/hook", allow_private=True, allow_http=True)
     with pytest.raises(Unprocessable) as exc:
         run(lambda conn, audit: register_endpoint(conn, audit, agent="billing-bot", destination=destination,
-                                                  actor=OPS, event_types=event_types))
+                                                  actor=OPS, box=BOX, event_types=event_types))
     assert exc.value.code == code and exc.value.extra["errors"][0]["pointer"] == "/event_types"
 
 
 def test_check_url_names_the_field() -> None:
     with pytest.raises(Unprocessable) as exc:
-        check_url("http://169.254.169.254/latest", allow_private=False)
+        check_url("https://169.254.169.254/latest", allow_private=False, allow_http=False)
     assert exc.value.code == "webhook_url_forbidden"
     assert exc.value.extra["errors"] == [{"pointer": "/url", "code": "webhook_url_forbidden",
                                           "message": exc.value.detail}]
     with pytest.raises(Unprocessable) as exc:
-        check_url("http://127.0.0.1:9/", allow_private=False)  # loopback needs the test-only flag
+        check_url("http://127.0.0.1:9/", allow_private=False, allow_http=True)  # loopback needs the test-only flag
     assert "loopback" in exc.value.detail
     with pytest.raises(Unprocessable) as exc:
-        check_url(["not", "a", "string"], allow_private=True)
+        check_url(["not", "a", "string"], allow_private=True, allow_http=True)
     assert exc.value.code == "invalid_url"
+
+
+def test_http_is_refused_at_registration_unless_allowed() -> None:
+    """Production is https only; the tests' loopback receivers opt in to http explicitly."""
+    with pytest.raises(Unprocessable) as exc:
+        check_url("http://127.0.0.1:9/hook", allow_private=True, allow_http=False)
+    assert exc.value.code == "webhook_url_forbidden"
+    assert "http is not allowed: use https" in exc.value.detail
+    assert exc.value.extra["errors"][0]["pointer"] == "/url"
+    assert check_url("http://127.0.0.1:9/hook", allow_private=True, allow_http=True).scheme == "http"
+
+
+def test_include_args_is_kept_per_endpoint(run: RunUnit, engine: Engine) -> None:
+    thin = register(run, "http://127.0.0.1:9/thin").endpoint
+    full = register(run, "http://127.0.0.1:9/full", include_args=True).endpoint
+    assert (thin["include_args"], full["include_args"]) == (False, True)
+    with engine.connect() as conn:
+        assert {e["id"]: e["include_args"] for e in list_endpoints(conn)} == {thin["id"]: False, full["id"]: True}
+    assert [e["data"]["include_args"] for e in audit_events(engine)] == [False, True]
 
 
 def test_listing_filters_by_agent(run: RunUnit, engine: Engine, other_agent_key: str) -> None:

@@ -52,7 +52,7 @@ def test_a_decision_writes_one_row_per_enabled_endpoint_of_its_agent(calls: Call
     rows = outbox(engine)
     assert sorted(r["endpoint_id"] for r in rows) == sorted([first.endpoint["id"], second.endpoint["id"]])
     assert len({r["id"] for r in rows}) == 2 and all(r["id"].startswith("msg_") for r in rows)
-    assert {r["payload"] for r in rows} == {rows[0]["payload"]}  # rendered once: the same event
+    assert {r["payload"] for r in rows} == {rows[0]["payload"]}  # rendered once: the same (thin) event
     assert all((r["status"], r["attempts"], r["call_id"], r["event_type"]) == ("pending", 0, call_id,
                                                                                "approval.decided") for r in rows)
     payload = json.loads(rows[0]["payload"])
@@ -83,7 +83,8 @@ def test_a_decision_that_loses_the_race_writes_no_row(calls: Calls, run: RunUnit
 @pytest.mark.parametrize("problem", ["expired", "not_a_human", "comment_too_long", "unknown_call"])
 def test_a_refused_decision_writes_no_row(problem: str, calls: Calls, run: RunUnit, engine: Engine,
                                           queue: CommitQueue) -> None:
-    """The DomainError path of the group commit: the unit raises before writing anything."""
+    """A refused decision writes no outbox row: a bad request raises before writing anything; a
+    click on an expired or unknown call is a recorded refusal (its answer raised after the commit)."""
     register(run, "http://127.0.0.1:9/a")
     call_id = calls.pending()
     actor, comment = ALICE, None
@@ -99,7 +100,7 @@ def test_a_refused_decision_writes_no_row(problem: str, calls: Calls, run: RunUn
         call_id = "00000000-0000-0000-0000-000000000000"
     with pytest.raises(DomainError):
         queue.run_sync(lambda conn, audit: decide_call(conn, audit, call_id=call_id, approve=True, actor=actor,
-                                                       channel="console", comment=comment))
+                                                       channel="console", comment=comment)).result()
     assert outbox(engine) == []
 
 
@@ -158,9 +159,27 @@ def test_the_payload_refuses_an_undecided_call_and_renders_ascii(calls: Calls, e
     with engine.connect() as conn:
         row = dict(conn.execute(select(ToolCall.__table__).where(ToolCall.id == call_id)).mappings().one())
     with pytest.raises(ValueError, match="not decided"):
-        decision_payload(row, at=datetime.now(UTC))
+        decision_payload(row, at=datetime.now(UTC), include_args=True)
     row.update(status="denied", decided_by="bob", decided_channel="slack", decided_at=datetime.now(UTC))
-    body = render(decision_payload(row, at=datetime.now(UTC)))
+    body = render(decision_payload(row, at=datetime.now(UTC), include_args=True))
     assert body.isascii() and json.loads(body)["data"]["args"]["note"] == "café ☕"
+    thin = json.loads(render(decision_payload(row, at=datetime.now(UTC), include_args=False)))
+    assert "args" not in thin["data"] and thin["data"]["call_id"] == call_id
     with engine.connect() as conn:
         assert enqueue_decisions(conn, []) == []
+
+
+def test_thin_and_full_endpoints_of_one_agent_get_their_own_bodies(calls: Calls, run: RunUnit,
+                                                                  engine: Engine) -> None:
+    """One decision, two endpoints: the one registered with include_args gets the redacted
+    arguments, the other the thin event; everything else is the same event."""
+    thin = register(run, "http://127.0.0.1:9/thin").endpoint["id"]
+    full = register(run, "http://127.0.0.1:9/full", include_args=True).endpoint["id"]
+    call_id = calls.pending(args={"amount": 900, "customer_id": "cus_9", "password": "hunter2"})
+    calls.decide(call_id)
+    bodies = {r["endpoint_id"]: json.loads(r["payload"]) for r in outbox(engine)}
+    assert "args" not in bodies[thin]["data"]
+    args = bodies[full]["data"].pop("args")
+    assert args["amount"] == 900 and args["customer_id"] == "cus_9" and args["password"] != "hunter2"  # redacted
+    assert bodies[thin] == bodies[full]  # the same event otherwise (same timestamp, same fields)
+    assert all("hunter2" not in r["payload"] for r in outbox(engine))

@@ -1,5 +1,5 @@
-"""The retry policy: which answers are retried, and the backoff schedule's jitter bounds (pure
-functions: no clock, no sleeping)."""
+"""The retry policy: which answers are retried, the backoff schedule (security.md §2.4) and its
+jitter bounds (pure functions: no clock, no sleeping)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from email.utils import format_datetime
 import pytest
 
 from gateway.config import Settings, parse_retry_schedule
-from gateway.webhooks.retry import MAX_RETRY_AFTER_S, judge_error, judge_status, retry_delay
+from gateway.webhooks.delivery import DeliveryConfig
+from gateway.webhooks.retry import DEFAULT_SCHEDULE, MAX_RETRY_AFTER_S, judge_error, judge_status, retry_delay
+from gateway.webhooks.secrets import SecretBox
 
 DEFAULT = Settings().retry_schedule()
 
@@ -37,25 +39,42 @@ def test_410_fails_and_disables_the_endpoint() -> None:
 
 
 def test_transport_errors_are_retried() -> None:
-    for kind in ("timeout", "connect", "tls", "protocol", "dns", "ssrf_blocked"):
+    for kind in ("timeout", "connect", "tls", "protocol", "dns", "ssrf_blocked", "secret"):
         verdict = judge_error(kind, "boom")
         assert verdict.result == "retry" and verdict.reason == f"{kind}: boom"
 
 
-def test_the_default_schedule() -> None:
-    """5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 1 h: 8 attempts over up to ~2.6 h of caps."""
-    assert DEFAULT == (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 3600.0)
-    assert len(DEFAULT) + 1 == 8
+def test_the_default_schedule_is_the_specs() -> None:
+    """0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h: 10 attempts over about 75 h."""
+    assert DEFAULT == DEFAULT_SCHEDULE == (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
+    assert len(DEFAULT) + 1 == 10
+    assert 75 * 3600 < sum(DEFAULT) < 76 * 3600
+    config = DeliveryConfig.from_settings(Settings(secret_key="k"))
+    assert config.schedule == DEFAULT and config.max_attempts == 10
+    assert DeliveryConfig(SecretBox(b"k")).schedule == DEFAULT  # the same default without settings
 
 
-def test_full_jitter_stays_within_each_cap_and_uses_the_range() -> None:
+def test_jitter_is_plus_minus_twenty_percent_of_each_step() -> None:
     rng = random.Random(1234)
-    for attempt, cap in enumerate(DEFAULT, start=1):
-        delays = [retry_delay(attempt, DEFAULT, rng) for _ in range(2000)]
-        assert all(d is not None and 0.0 <= d <= cap for d in delays)
-        spread = [d for d in delays if d is not None]
-        assert min(spread) < cap * 0.05 and max(spread) > cap * 0.95  # full jitter: the whole [0, cap]
-        assert abs(sum(spread) / len(spread) - cap / 2) < cap * 0.05
+    for attempt, step in enumerate(DEFAULT, start=1):
+        spread = [retry_delay(attempt, DEFAULT, rng) for _ in range(2000)]
+        delays = [d for d in spread if d is not None]
+        assert len(delays) == 2000 and all(0.8 * step <= d <= 1.2 * step for d in delays)
+        assert min(delays) < 0.81 * step and max(delays) > 1.19 * step  # the whole [0.8, 1.2] is used
+        assert abs(sum(delays) / len(delays) - step) < 0.01 * step
+    horizon = [sum(retry_delay(n, DEFAULT, rng) or 0.0 for n in range(1, 10)) for _ in range(200)]
+    assert all(60 * 3600 < h < 91 * 3600 for h in horizon)  # ~75 h give or take the jitter
+
+
+def test_a_schedule_override_keeps_working() -> None:
+    """CALLGATE_WEBHOOK_RETRY_SCHEDULE (the tests' fast schedules, an operator's own) still wins."""
+    settings = Settings(secret_key="k", webhook_retry_schedule="0,0.2,0.4,0.8")
+    config = DeliveryConfig.from_settings(settings)
+    assert config.schedule == (0.0, 0.2, 0.4, 0.8) and config.max_attempts == 5
+    rng = random.Random(3)
+    assert retry_delay(1, config.schedule, rng) == 0.0  # no jitter can make "at once" later
+    assert 0.16 <= retry_delay(2, config.schedule, rng) <= 0.24  # type: ignore[operator]
+    assert retry_delay(5, config.schedule, rng) is None
 
 
 def test_no_delay_after_the_last_attempt() -> None:
@@ -70,7 +89,7 @@ def test_retry_after_raises_the_delay_up_to_an_hour() -> None:
     rng = random.Random(5)
     assert retry_delay(1, (5.0,), rng, retry_after=90.0) == 90.0
     assert retry_delay(1, (5.0,), rng, retry_after=10 * 3600.0) == MAX_RETRY_AFTER_S
-    assert 0 <= retry_delay(1, (5.0,), rng, retry_after=0.0) <= 5.0  # never earlier than the schedule's draw
+    assert 4.0 <= retry_delay(1, (5.0,), rng, retry_after=0.0) <= 6.0  # never earlier than the schedule's draw
 
 
 def test_retry_after_forms() -> None:

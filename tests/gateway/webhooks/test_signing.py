@@ -61,3 +61,29 @@ def test_each_attempt_is_signed_for_its_own_time() -> None:
 def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone"):
         signed_headers("msg_1", BODY, new_secret(), datetime.now())
+
+
+def test_two_secrets_give_two_signatures_each_verifying_alone() -> None:
+    """During a rotation both secrets sign: a receiver on either one accepts the delivery, the
+    SDK's own verifier too; a third secret matches neither."""
+    import callgate
+    from callgate import webhooks
+    from callgate.webhooks import MemoryReplayGuard
+
+    new, old = new_secret(), new_secret()
+    body = ('{"type":"approval.decided","timestamp":"2026-01-01T00:00:00.000000Z","data":{"call_id":'
+            '"0190f3c2-0000-7000-8000-000000000001","tool":"t","status":"approved"}}')
+    at = datetime.now(UTC)
+    headers = signed_headers("msg_1", body, [new, old], at)
+    signatures = headers["webhook-signature"].split(" ")
+    assert len(signatures) == 2 and all(s.startswith("v1,") for s in signatures)
+    assert signatures == [signed_headers("msg_1", body, s, at)["webhook-signature"] for s in (new, old)]  # newest first
+    for secret in (new, old):
+        Webhook(secret).verify(body.encode(), headers)
+        assert webhooks.verify(body, headers, secret, replays=MemoryReplayGuard()).call_id.endswith("0001")
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(body.encode(), headers)
+    with pytest.raises(callgate.WebhookVerificationError):
+        webhooks.verify(body, headers, new_secret(), replays=MemoryReplayGuard())
+    with pytest.raises(ValueError, match="at least one secret"):
+        signed_headers("msg_1", body, [], datetime.now(UTC))

@@ -13,6 +13,7 @@ from gateway.webhooks.ssrf import (
     BlockedDestination,
     UnresolvableHost,
     check_destination,
+    check_scheme,
     parse_url,
     refusal_reason,
     resolve_checked,
@@ -58,8 +59,28 @@ def resolver_for(*addresses: str) -> Any:
 ])
 def test_non_public_destinations_are_refused(url: str, reason: str) -> None:
     with pytest.raises(BlockedDestination) as exc:
-        check_destination(url)
+        check_destination(url, allow_http=True)  # the address is refused, whatever the scheme policy
     assert reason in exc.value.reason
+
+
+def test_http_is_refused_unless_allowed_and_before_any_lookup() -> None:
+    looked_up: list[str] = []
+
+    def resolver(host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        looked_up.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+
+    with pytest.raises(BlockedDestination, match="http is not allowed: use https") as exc:
+        check_destination("http://hooks.example.com/cb", resolver=resolver)  # the default: https only
+    assert "CALLGATE_WEBHOOK_ALLOW_HTTP" in exc.value.reason
+    assert looked_up == []  # refused on its face: nothing resolved
+    dest, _ = check_destination("http://hooks.example.com/cb", allow_http=True, resolver=resolver)
+    assert (dest.scheme, dest.port) == ("http", 80)
+    dest, _ = check_destination("HTTPS://hooks.example.com/cb", resolver=resolver)  # https needs no opt-in
+    assert dest.scheme == "https"
+    with pytest.raises(BlockedDestination, match="http is not allowed"):
+        check_scheme(parse_url("hTTp://hooks.example.com/"), allow_http=False)  # the scheme is case-insensitive
+    check_scheme(parse_url("http://hooks.example.com/"), allow_http=True)
 
 
 def test_a_hostname_resolving_to_a_private_address_is_refused() -> None:
