@@ -159,8 +159,9 @@ def gateway_env(database_url: str, workdir: Path, policy_text: str = BENCH_POLIC
     }
 
 
-def cli(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([*CALLGATE, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+def cli(env: dict[str, str], *args: str, timeout: float = 180, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*CALLGATE, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                            input=input)
     if result.returncode != 0:
         raise RuntimeError(f"callgate {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
@@ -220,8 +221,13 @@ def start_gateway(env: dict[str, str], workdir: Path, *, workers: int = 1, ready
 
 def start_stub(*, ready_timeout: float = 20) -> Proc:
     """The minimal asyncio.Protocol HTTP server (bench/_stub.py) on an ephemeral port."""
+    return start_script_server("_stub.py", ready_timeout=ready_timeout)
+
+
+def start_script_server(script: str, *args: str, ready_timeout: float = 20) -> Proc:
+    """``python bench/SCRIPT PORT *ARGS`` on an ephemeral port; returns once it accepts connections."""
     port = free_port()
-    popen = subprocess.Popen([sys.executable, str(BENCH_DIR / "_stub.py"), str(port)], cwd=REPO,
+    popen = subprocess.Popen([sys.executable, str(BENCH_DIR / script), str(port), *args], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     proc = Proc(popen, None, f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + ready_timeout
@@ -232,12 +238,113 @@ def start_stub(*, ready_timeout: float = 20) -> Proc:
         except OSError:
             if popen.poll() is not None or time.monotonic() > deadline:
                 proc.stop()
-                raise RuntimeError("stub server did not start: " + (popen.stderr.read().decode() if popen.stderr else ""))
+                error = popen.stderr.read().decode() if popen.stderr else ""
+                raise RuntimeError(f"{script} did not start: {error}") from None
             time.sleep(0.05)
+
+
+# -- a console reviewer (a logged-in session, as a browser has one) --------------------------
+
+
+def create_reviewer(env: dict[str, str], username: str, password: str) -> None:
+    cli(env, "users", "create", username, "--role", "reviewer", "--password-stdin", input=password + "\n")
+
+
+class ConsoleReviewer:
+    """A reviewer signed in to the console the way a browser signs in: the login form (its
+    pre-login cookie and token), ``POST /login``, then the CSRF token from the queue page.
+    ``approve_request`` is the exact form POST the detail page's Approve button sends."""
+
+    def __init__(self, url: str, username: str, password: str) -> None:
+        import http.client
+        import re
+        from urllib.parse import urlencode
+
+        self.url = url
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            conn.request("GET", "/login")
+            r = conn.getresponse()
+            page = r.read().decode()
+            prelogin = _cookie(r.getheaders(), "__Host-callgate_prelogin")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+            if token is None:
+                raise RuntimeError("no login token on /login")
+            form = urlencode({"username": username, "password": password, "csrf_token": token.group(1), "next": "/"})
+            conn.request("POST", "/login", body=form, headers={
+                "Content-Type": "application/x-www-form-urlencoded", "Cookie": prelogin, "Origin": url})
+            r = conn.getresponse()
+            r.read()
+            if r.status != 303:
+                raise RuntimeError(f"console login answered {r.status}")
+            self.session = _cookie(r.getheaders(), "__Host-callgate_session")
+            conn.request("GET", "/", headers={"Cookie": self.session})
+            r = conn.getresponse()
+            csrf = re.search(r'<meta name="csrf-token" content="([^"]+)">', r.read().decode())
+            if csrf is None:
+                raise RuntimeError("no CSRF token on the queue page")
+            self.csrf = csrf.group(1)
+        finally:
+            conn.close()
+
+    def approve_request(self, call_id: str) -> bytes:
+        """``POST /calls/{id}/approve`` (plain form, no htmx: answered 303 to the detail page)."""
+        body = f"csrf_token={self.csrf}".encode()
+        return http_request("POST", f"/calls/{call_id}/approve", self.url.removeprefix("http://"), None,
+                            f"Cookie: {self.session}\r\nOrigin: {self.url}\r\n"
+                            "Content-Type: application/x-www-form-urlencoded\r\n"
+                            f"Content-Length: {len(body)}\r\n") + body
+
+
+def _cookie(headers: list[tuple[str, str]], name: str) -> str:
+    """``name=value`` of the Set-Cookie header setting ``name``."""
+    for key, value in headers:
+        if key.lower() == "set-cookie" and value.startswith(name + "="):
+            return value.split(";", 1)[0]
+    raise RuntimeError(f"no {name} cookie was set")
 
 
 def tmpdir(prefix: str) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=f"callgate-bench-{prefix}-")
+
+
+# -- one process's memory and CPU (Linux /proc) ----------------------------------------------
+
+
+class PidStats:
+    """VmRSS and CPU time of one process, read from ``/proc/<pid>``: what P5 charges to the
+    gateway worker (its threads included), nothing the bench client does."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no VmRSS for pid {self.pid}")
+
+    def cpu_seconds(self) -> float:
+        """utime + stime so far (``comm`` may hold spaces: split after its closing parenthesis)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
+    def cpu_start(self) -> tuple[float, float]:
+        return self.cpu_seconds(), time.monotonic()
+
+    def cpu_since(self, start: tuple[float, float]) -> float:
+        """Fraction of one core used since ``cpu_start()`` (1.0 = one core busy throughout)."""
+        cpu, wall = start
+        return (self.cpu_seconds() - cpu) / max(1e-9, time.monotonic() - wall)
+
+    async def cpu_over(self, seconds: float) -> float:
+        import asyncio
+
+        start = self.cpu_start()
+        await asyncio.sleep(seconds)
+        return self.cpu_since(start)
 
 
 # -- a raw keep-alive HTTP/1.1 client (the floor's client) -----------------------------------
