@@ -19,7 +19,19 @@ may rightly be refused by state (a call id that does not exist is 404, a reused 
 ``idempotency_key_reused``) or by the strict ingress, which refuses what JSON Schema cannot
 express (numbers beyond ±2**53-1, lone surrogates, U+0000: security.md §7.2).
 
-``test_hostile_json_*`` send the malformed-input corpus of scenario 31 to ``POST
+``test_operations_on_an_existing_call`` fuzzes the call-id operations once more, as the agent,
+against a call that exists (pinned ``call_id``), so reads with ``wait``/``claim``, claims and
+outcome bodies get past the 404 of an unknown id. The stateful phase is off: the document has no
+links, and a long-poll on a pending call would hold its full ``wait``.
+
+How it is wired (Schemathesis 4.32.5 with pytest 9.2): the lazy ``schemathesis.pytest.from_fixture``
+loader fails on pytest 9 (it sets ``request.node._nodeid``), so the schema is the app's own
+``/openapi.json`` document (``app.openapi()``), loaded at import, and each test hands its own app
+(fresh database, keys) to ``case.call_and_validate(app=...)``. Schemathesis runs that app's lifespan
+on first use; the fixture shuts it down.
+
+``test_every_reference_resolves`` and ``test_every_documented_error_is_a_problem`` check the
+document itself. ``test_hostile_json_*`` send the malformed-input corpus of scenario 31 to ``POST
 /v1/calls/{id}/outcome`` and ``POST /v1/usage`` (the ``/v1/calls`` corpus is in
 ``api/test_calls_api.py``): each case gets its documented 4xx problem code, never a 5xx, nothing is
 written, and ``/healthz`` answers afterwards.
