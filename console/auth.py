@@ -31,6 +31,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from gateway.audit import Actor, AuditBatch
+from gateway.approvals import DECIDER_ROLES
 from gateway.errors import Unprocessable
 from gateway.models import ConsoleSession, User
 from gateway.users import password_hasher, normalize_password
@@ -43,7 +44,6 @@ IDLE_TIMEOUT = timedelta(minutes=30)
 ABSOLUTE_LIFETIME = timedelta(hours=12)
 TOUCH_GRANULARITY = timedelta(seconds=60)  # idle deadline is pushed at most once a minute
 MAX_FIELD = 1024  # longest username/password we even look at (passwords are 12-256 chars)
-DECIDER_ROLES = frozenset({"admin", "reviewer"})
 ANONYMOUS = Actor("anonymous", "console")
 
 

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from gateway.calls import CallView
-from gateway.errors import DomainError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unprocessable
+from gateway.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType, Unprocessable
 from gateway.runtime import Runtime
 from gateway.schemas import UUID_PATTERN
 
@@ -37,10 +37,6 @@ MAX_FORM_BYTES = 64 * 1024
 MAX_COMMENT = 2000
 QUEUE_LIMIT = 100
 LOGIN_FAILED = "Invalid username or password."
-
-
-class UnsupportedMediaType(DomainError):
-    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
 
 
 def _state(request: Request) -> ConsoleState:

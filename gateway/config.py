@@ -92,9 +92,6 @@ class Settings(BaseSettings):
     max_args_bytes: int = Field(
         default=64 * 1024, ge=256, description="Largest tool-argument object, measured after redaction."
     )
-    approval_timeout_s: int = Field(
-        default=900, ge=1, le=86400, description="Default time a pending approval waits before it expires."
-    )
     commit_batch_max: int = Field(
         default=256, ge=1, le=10000, description="Most calls written together in one group commit."
     )

@@ -45,3 +45,7 @@ class Unprocessable(DomainError):
 
 class PayloadTooLarge(DomainError):
     status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class UnsupportedMediaType(DomainError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"

@@ -7,15 +7,12 @@ through the group commit. Responses are plain JSON bytes: this is the hot path o
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
 
 from gateway.calls import (
     CallView,
@@ -32,11 +29,11 @@ from gateway.calls import (
 from gateway.errors import NotFound, Unauthorized
 from gateway.keys import ParsedKey, parse_bearer
 from gateway.notify import wait_event
+from gateway.api.wire import body_schema, json_response, runtime_of, strict_body
 from gateway.problems import problem_responses
 from gateway.read_batch import ReadBatcher
 from gateway.runtime import Runtime
 from gateway.schemas import UUID_PATTERN, CallCreate, CallDecision, CallPublic, ClaimPublic, OutcomeCreate
-from gateway.strict_json import parse_strict
 from gateway.errors import DomainError
 
 router = APIRouter(prefix="/v1", tags=["calls"])
@@ -48,73 +45,9 @@ UNCLAIMABLE_STATUSES = frozenset({"pending", "denied", "expired", "blocked"})
 NO_STORE = {"cache-control": "no-store"}  # state that changes (and one-time claims): never cached
 
 
-def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), status, headers=headers,
-        media_type="application/json",
-    )
-
-
 def _claimed(view: CallView) -> Response:
     """The answer of a won claim (the claim endpoint's and a ``claim=1`` long-poll's)."""
-    return _json({"claimed": True, **view.detail_body()}, headers=NO_STORE)
-
-
-class UnsupportedMediaType(DomainError):
-    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
-
-
-def _require_json(request: Request) -> None:
-    content_type = request.headers.get("content-type", "")
-    media, _, params = content_type.partition(";")
-    charset = params.strip().lower().removeprefix("charset=").strip('"') if params.strip() else "utf-8"
-    if media.strip().lower() != "application/json" or charset not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType("send Content-Type: application/json (UTF-8)")
-
-
-async def _strict_body(request: Request, model: type[BaseModel]) -> dict[str, Any]:
-    _require_json(request)
-    data = parse_strict(await request.body())
-    try:
-        model.model_validate(data, strict=True)
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False, include_url=False)]
-        raise RequestValidationError(errors) from None
-    if not isinstance(data, dict):  # model_validate already refused non-objects; keeps typing honest
-        raise RequestValidationError([])
-    return data
-
-
-def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    schema = _inline_defs(model.model_json_schema())
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
-    """The model's JSON Schema with its ``$defs`` inlined: inside an OpenAPI document a
-    ``#/$defs/...`` reference resolves against the document root, where there is no ``$defs``
-    (the nested ``UsageEventIn`` of ``POST /v1/usage`` was unresolvable for every client)."""
-    defs: dict[str, Any] = schema.pop("$defs", {})
-
-    def inline(node: Any, seen: tuple[str, ...]) -> Any:
-        if isinstance(node, list):
-            return [inline(item, seen) for item in node]
-        if not isinstance(node, dict):
-            return node
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            name = ref.removeprefix("#/$defs/")
-            if name in seen:
-                raise ValueError(f"recursive model {name} cannot be inlined")
-            siblings = {k: v for k, v in node.items() if k != "$ref"}
-            return inline({**defs[name], **siblings}, (*seen, name))
-        return {k: inline(v, seen) for k, v in node.items()}
-
-    return inline(schema, ())  # type: ignore[no-any-return]
-
-
-def _runtime(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+    return json_response({"claimed": True, **view.detail_body()}, headers=NO_STORE)
 
 
 @router.post(
@@ -122,7 +55,7 @@ def _runtime(request: Request) -> Runtime:
     summary="Submit a tool call for a decision",
     response_model=CallDecision,
     status_code=201,
-    openapi_extra=_body_schema(CallCreate),
+    openapi_extra=body_schema(CallCreate),
     responses={200: {"model": CallDecision, "description": "Replay of an earlier identical request"},
                **problem_responses(401, 403, 413, 415, 422, 503)},
 )
@@ -133,16 +66,16 @@ async def create_call(request: Request) -> Response:
     key = parse_bearer(request.headers.get("authorization"))
     if key is None:
         raise Unauthorized("missing or malformed API key", code="invalid_api_key")
-    rt = _runtime(request)
+    rt = runtime_of(request)
     started = time.perf_counter()
-    body = await _strict_body(request, CallCreate)
+    body = await strict_body(request, CallCreate)
     incoming = prepare_call(body, secret=rt.secret, max_args_bytes=rt.settings.max_args_bytes)
     policy = rt.policy
     view: CallView = await rt.commit_queue.run_batched(submit_calls, Submission(incoming, key, rt.secret, policy))
     if view.created:
         rt.metrics.decisions.labels(incoming.tool, view.row["decision"]).inc()
         rt.metrics.decision_seconds.observe(time.perf_counter() - started)
-    return _json(view.decision_body(), 201 if view.created else 200)
+    return json_response(view.decision_body(), 201 if view.created else 200)
 
 
 @router.get(
@@ -173,7 +106,7 @@ async def read_call_route(
     if key is None:
         raise Unauthorized("missing or malformed API key", code="invalid_api_key")
     call_id = _check_call_id(call_id)
-    rt = _runtime(request)
+    rt = runtime_of(request)
     polls = _long_polls(request)
 
     async def claim_it() -> ClaimAttempt:
@@ -210,7 +143,7 @@ async def read_call_route(
                 view = attempt.view
             else:
                 view = await polls.read(call_id, key)
-    return _json(view.detail_body(), headers=NO_STORE)
+    return json_response(view.detail_body(), headers=NO_STORE)
 
 
 @router.post(
@@ -228,7 +161,7 @@ async def claim(request: Request, call_id: str) -> Response:
     if key is None:
         raise Unauthorized("missing or malformed API key", code="invalid_api_key")
     call_id = _check_call_id(call_id)
-    rt = _runtime(request)
+    rt = runtime_of(request)
     view: CallView = await rt.commit_queue.run(
         lambda conn, audit: claim_call(conn, audit, call_id=call_id, key=key, pepper=rt.secret)
     )
@@ -239,7 +172,7 @@ async def claim(request: Request, call_id: str) -> Response:
     "/calls/{call_id}/outcome",
     summary="Report how the tool run ended",
     response_model=CallPublic,
-    openapi_extra=_body_schema(OutcomeCreate),
+    openapi_extra=body_schema(OutcomeCreate),
     responses=problem_responses(401, 403, 404, 409, 413, 415, 422, 503),
 )
 async def create_outcome(request: Request, call_id: str) -> Response:
@@ -249,13 +182,13 @@ async def create_outcome(request: Request, call_id: str) -> Response:
     if key is None:
         raise Unauthorized("missing or malformed API key", code="invalid_api_key")
     call_id = _check_call_id(call_id)
-    rt = _runtime(request)
-    body = await _strict_body(request, OutcomeCreate)
+    rt = runtime_of(request)
+    body = await strict_body(request, OutcomeCreate)
     view: CallView = await rt.commit_queue.run(
         lambda conn, audit: record_outcome(conn, audit, call_id=call_id, body=body, key=key, pepper=rt.secret)
     )
     rt.metrics.outcomes.labels(view.row["tool"], body["status"]).inc()
-    return _json(view.detail_body())
+    return json_response(view.detail_body())
 
 
 class _LongPolls:
@@ -286,7 +219,7 @@ def _long_polls(request: Request) -> _LongPolls:
 
     (It belongs in ``Runtime``, built by ``gateway.app.build_runtime``; until then it is kept on
     ``app.state`` and rebuilt whenever the lifespan made a new runtime.)"""
-    rt = _runtime(request)
+    rt = runtime_of(request)
     polls: _LongPolls | None = getattr(request.app.state, "long_polls", None)
     if polls is None or polls.runtime is not rt:
         polls = _LongPolls(rt)

@@ -12,7 +12,7 @@ import re
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from gateway.api.calls import _body_schema, _json, _require_json, _runtime
+from gateway.api.wire import body_schema, json_response, require_json, runtime_of
 from gateway.errors import NotFound, Unauthorized
 from gateway.keys import ParsedKey, parse_bearer
 from gateway.problems import problem_responses
@@ -40,7 +40,7 @@ def _key(request: Request) -> ParsedKey:
     "/usage",
     summary="Record LLM token usage",
     response_model=UsageAccepted,
-    openapi_extra=_body_schema(UsageBatchIn),
+    openapi_extra=body_schema(UsageBatchIn),
     responses=problem_responses(401, 403, 413, 415, 422, 503),
 )
 async def create_usage(request: Request) -> Response:
@@ -48,12 +48,12 @@ async def create_usage(request: Request) -> Response:
     and price each with genai-prices' bundled table. Idempotent on each event ``id``: a retried
     batch answers 200 with ``duplicates`` and stores nothing twice."""
     key = _key(request)
-    rt = _runtime(request)
-    _require_json(request)
+    rt = runtime_of(request)
+    require_json(request)
     events = parse_usage_batch(parse_strict(await request.body(), max_members=MAX_BATCH_MEMBERS))
     priced = await run_in_threadpool(prepare_usage, events)
     receipt: UsageReceipt = await rt.commit_queue.run_batched(submit_usage, UsageSubmission(priced, key, rt.secret))
-    return _json(receipt.body())
+    return json_response(receipt.body())
 
 
 @router.get(
@@ -73,13 +73,13 @@ async def read_session_route(
     key = _key(request)
     if not _SESSION_ID.fullmatch(session_id):
         raise NotFound("no such session (session ids are 1-128 printable ASCII characters)")
-    rt = _runtime(request)
+    rt = runtime_of(request)
 
     def load() -> dict[str, object]:
         with rt.reader.begin() as conn:
             return read_session(conn, session_id=session_id, key=key, pepper=rt.secret, limit=limit)
 
-    return _json(await run_in_threadpool(load))
+    return json_response(await run_in_threadpool(load))
 
 
 __all__ = ["router"]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
-from gateway.api.calls import _body_schema, _json, _runtime, _strict_body
+from gateway.api.wire import body_schema, json_response, runtime_of, strict_body
 from gateway.audit import Actor, AuditBatch
 from gateway.auth import authenticate
 from gateway.errors import Forbidden, NotFound, Unauthorized
@@ -163,7 +163,7 @@ def _check_message_id(message_id: str) -> str:
     summary="Register a webhook endpoint for an agent",
     response_model=WebhookCreated,
     status_code=201,
-    openapi_extra=_body_schema(WebhookCreate),
+    openapi_extra=body_schema(WebhookCreate),
     responses=problem_responses(401, 403, 409, 413, 415, 422, 503),
 )
 async def create_webhook(request: Request) -> Response:
@@ -172,9 +172,9 @@ async def create_webhook(request: Request) -> Response:
     addresses are refused with 422 ``webhook_url_forbidden``, and so is plain http unless
     ``CALLGATE_WEBHOOK_ALLOW_HTTP`` is set."""
     key = _key(request)
-    rt = _runtime(request)
+    rt = runtime_of(request)
     await _admin(rt, key)
-    body = await _strict_body(request, WebhookCreate)
+    body = await strict_body(request, WebhookCreate)
     destination = await run_in_threadpool(check_url, body["url"], allow_private=rt.settings.webhook_allow_private,
                                           allow_http=rt.settings.webhook_allow_http)
     box = SecretBox(rt.secret)
@@ -185,7 +185,7 @@ async def create_webhook(request: Request) -> Response:
                                  event_types=body.get("event_types"), include_args=body.get("include_args", False))
 
     registered: Registered = await rt.commit_queue.run(register)
-    return _json({**registered.endpoint, "secret": registered.secret}, 201)
+    return json_response({**registered.endpoint, "secret": registered.secret}, 201)
 
 
 @router.get(
@@ -201,7 +201,7 @@ async def list_webhooks(
 ) -> Response:
     """Every endpoint (never its secret), oldest first."""
     key = _key(request)
-    rt = _runtime(request)
+    rt = runtime_of(request)
     await _admin(rt, key)
 
     def load() -> list[dict[str, Any]]:
@@ -211,7 +211,7 @@ async def list_webhooks(
     rows = await run_in_threadpool(load)
     if enabled is not None:
         rows = [r for r in rows if r["enabled"] is enabled]
-    return _json({"webhooks": rows})
+    return json_response({"webhooks": rows})
 
 
 @router.delete(
@@ -224,7 +224,7 @@ async def delete_webhook(request: Request, endpoint_id: str) -> Response:
     """Disable the endpoint: nothing more is sent to it, and its undelivered messages end as
     ``failed``. Kept (disabled) for the delivery history; 409 ``already_disabled`` the second time."""
     key = _key(request)
-    rt = _runtime(request)
+    rt = runtime_of(request)
     await _admin(rt, key)
     endpoint_id = _check_endpoint_id(endpoint_id)
 
@@ -232,7 +232,7 @@ async def delete_webhook(request: Request, endpoint_id: str) -> Response:
         actor = _admin_in_unit(conn, key, rt)
         return disable_endpoint(conn, audit, endpoint_id=endpoint_id, actor=actor)
 
-    return _json(await rt.commit_queue.run(disable))
+    return json_response(await rt.commit_queue.run(disable))
 
 
 @router.post(
@@ -247,7 +247,7 @@ async def rotate_webhook_secret(request: Request, endpoint_id: str) -> Response:
     ``CALLGATE_WEBHOOK_ROTATION_OVERLAP_SECONDS`` (24 h by default), so the receiver can switch
     without rejecting a delivery. 409 ``endpoint_disabled`` for a disabled endpoint."""
     key = _key(request)
-    rt = _runtime(request)
+    rt = runtime_of(request)
     await _admin(rt, key)
     endpoint_id = _check_endpoint_id(endpoint_id)
     box = SecretBox(rt.secret)
@@ -258,7 +258,7 @@ async def rotate_webhook_secret(request: Request, endpoint_id: str) -> Response:
                              overlap_seconds=rt.settings.webhook_rotation_overlap_seconds)
 
     rotated: Registered = await rt.commit_queue.run(rotate)
-    return _json({**rotated.endpoint, "secret": rotated.secret})
+    return json_response({**rotated.endpoint, "secret": rotated.secret})
 
 
 @router.post(
@@ -273,7 +273,7 @@ async def replay_webhook_message(request: Request, message_id: str) -> Response:
     deduplicate on the id), a fresh attempt budget, due now. 409 ``still_pending`` while it is
     still being delivered, ``endpoint_disabled`` if its endpoint is disabled."""
     key = _key(request)
-    rt = _runtime(request)
+    rt = runtime_of(request)
     await _admin(rt, key)
     message_id = _check_message_id(message_id)
 
@@ -284,7 +284,7 @@ async def replay_webhook_message(request: Request, message_id: str) -> Response:
     message = await rt.commit_queue.run(replay)
     if rt.webhooks is not None:
         rt.webhooks.kick()  # committed: deliver it now rather than at the next tick
-    return _json(message, 202)
+    return json_response(message, 202)
 
 
 @router.get(
@@ -302,7 +302,7 @@ async def list_deliveries(
     """Messages sent (or to be sent) to the endpoint, newest first, each with every attempt:
     when, how long, the status code or error, and the first bytes of the answer."""
     key = _key(request)
-    rt = _runtime(request)
+    rt = runtime_of(request)
     await _admin(rt, key)
     endpoint_id = _check_endpoint_id(endpoint_id)
 
@@ -312,7 +312,7 @@ async def list_deliveries(
                 raise NotFound(f"no webhook endpoint {endpoint_id}")
             return list_messages(conn, endpoint_id=endpoint_id, status=status, limit=limit)
 
-    return _json({"deliveries": await run_in_threadpool(load)})
+    return json_response({"deliveries": await run_in_threadpool(load)})
 
 
 __all__ = ["router"]
