@@ -23,6 +23,7 @@ from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.errors import DomainError
 from gateway.expiry import sweep_expired
+from gateway.long_polls import LongPolls
 from gateway.metrics import Metrics
 from gateway.notify import Notifier
 from gateway.problems import install_problem_handlers, problem_response
@@ -120,5 +121,6 @@ def build_runtime(settings: Settings) -> Runtime:
     queue.start()
     return Runtime(
         settings=settings, writer=writer, reader=reader, commit_queue=queue, policy=policy, secret=secret,
-        metrics=metrics, notifier=Notifier(), recheck_seconds=settings.resolved_recheck_seconds(),
+        metrics=metrics, notifier=Notifier(), long_polls=LongPolls(reader, secret),
+        recheck_seconds=settings.resolved_recheck_seconds(),
     )

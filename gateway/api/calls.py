@@ -21,20 +21,16 @@ from gateway.calls import (
     attempt_claim,
     claim_call,
     prepare_call,
-    read_calls,
     record_outcome,
-    settled_calls,
     submit_calls,
 )
 from gateway.errors import NotFound, Unauthorized
-from gateway.keys import ParsedKey, parse_bearer
+from gateway.keys import parse_bearer
 from gateway.notify import wait_event
+from gateway.long_polls import LongPolls
 from gateway.api.wire import body_schema, json_response, runtime_of, strict_body
 from gateway.problems import problem_responses
-from gateway.read_batch import ReadBatcher
-from gateway.runtime import Runtime
 from gateway.schemas import UUID_PATTERN, CallCreate, CallDecision, CallPublic, ClaimPublic, OutcomeCreate
-from gateway.errors import DomainError
 
 router = APIRouter(prefix="/v1", tags=["calls"])
 MAX_WAIT_SECONDS = 30.0
@@ -191,41 +187,11 @@ async def create_outcome(request: Request, call_id: str) -> Response:
     return json_response(view.detail_body())
 
 
-class _LongPolls:
-    """What this worker's long-polls share: their reads, batched (``gateway.read_batch``), and
-    the worker's periodic re-check of every held call (``Notifier.recheck_with``)."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.reads: ReadBatcher[tuple[str, ParsedKey], CallView | DomainError] = ReadBatcher(self._read_many)
-
-    async def read(self, call_id: str, key: ParsedKey) -> CallView:
-        result = await self.reads.read((call_id, key))
-        if isinstance(result, DomainError):
-            raise result
-        return result
-
-    def _read_many(self, requests: list[tuple[str, ParsedKey]]) -> list[CallView | DomainError]:
-        with self.runtime.reader.begin() as conn:
-            return read_calls(conn, requests, pepper=self.runtime.secret)
-
-    def settled(self, call_ids: list[str]) -> list[str]:
-        with self.runtime.reader.begin() as conn:
-            return settled_calls(conn, call_ids)
-
-
-def _long_polls(request: Request) -> _LongPolls:
-    """This app's :class:`_LongPolls`, made on first use for the runtime its lifespan built.
-
-    (It belongs in ``Runtime``, built by ``gateway.app.build_runtime``; until then it is kept on
-    ``app.state`` and rebuilt whenever the lifespan made a new runtime.)"""
+def _long_polls(request: Request) -> LongPolls:
+    """This worker's long-poll reads; the re-check follows ``recheck_seconds`` if it changed."""
     rt = runtime_of(request)
-    polls: _LongPolls | None = getattr(request.app.state, "long_polls", None)
-    if polls is None or polls.runtime is not rt:
-        polls = _LongPolls(rt)
-        request.app.state.long_polls = polls
-    rt.notifier.recheck_with(polls.settled, rt.recheck_seconds)  # cheap; follows recheck_seconds changes
-    return polls
+    rt.notifier.recheck_with(rt.long_polls.settled, rt.recheck_seconds)  # cheap and idempotent
+    return rt.long_polls
 
 
 def _until(expires_at: Any) -> float:

@@ -172,7 +172,7 @@ class TestHeldPollsShareTheirWork:
         for thread, out in polls:
             thread.join(10)
             assert out["status"] == 200 and out["body"]["status"] == "pending"
-        reads = client.app.state.long_polls.reads  # type: ignore[attr-defined]
+        reads = client.app.state.runtime.long_polls.reads  # type: ignore[attr-defined]
         assert reads.batches <= 40  # one read at the start and one at the end, per poll at most
         assert 1 <= rt.notifier.rechecks <= 10  # ~4 intervals, one query each, for all 20 polls
 
@@ -183,7 +183,7 @@ class TestHeldPollsShareTheirWork:
         ids = [submit(client, agent_key) for _ in range(40)]
         polls = [hold(client, f"/v1/calls/{i}?wait=10", agent_key) for i in ids]
         wait_held(client, 40)
-        reads = client.app.state.long_polls.reads  # type: ignore[attr-defined]
+        reads = client.app.state.runtime.long_polls.reads  # type: ignore[attr-defined]
         before = reads.batches
         for call_id in ids:
             decide_now(engine, call_id, channel="cli")  # committed elsewhere: nobody publishes
@@ -203,7 +203,7 @@ class TestHeldPollsShareTheirWork:
                 call_id = submit(c, agent_key)
                 r = c.get(f"/v1/calls/{call_id}", headers=auth(agent_key))
                 assert r.status_code == 200 and r.json()["status"] == "pending"
-                assert app.state.long_polls.runtime is app.state.runtime
+                assert app.state.runtime.long_polls.reader is app.state.runtime.reader
         assert uuid.UUID(call_id)
 
 
