@@ -10,8 +10,8 @@ OpenAI Agents SDK does, so the returned transcript is always valid to send again
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
 
 from .._config import runtime
 from ._execute import ParsedCall, ToolErrors, aexecute, execute
@@ -21,26 +21,67 @@ from ._tools import Tool
 __all__ = ["Conversation", "adrive", "check_options", "drive"]
 
 
-class Conversation(Protocol):
-    """One provider's message format (see ``openai_chat`` / ``anthropic_messages``)."""
+class Conversation:
+    """One provider's message format (``openai_chat`` / ``anthropic_messages`` subclass it).
 
-    framework: str
-    finished: bool
+    The state every format keeps is here: the transcript, the tool definitions, the responses,
+    whether the model has answered; a subclass says how a tool is declared (:meth:`definition`),
+    how to read a response (:meth:`absorb`), how to append tool results (:meth:`answer`) and what
+    the final answer's text is (:meth:`final_text`)."""
+
+    framework: ClassVar[str]
+
+    def __init__(self, model: str, messages: Iterable[Mapping[str, Any]], tools: Mapping[str, Tool],
+                 provider: str, create_kwargs: Mapping[str, Any], **required: Any) -> None:
+        self.model = model
+        self.messages: list[Any] = list(messages)
+        self.definitions = [self.definition(tool) for tool in tools.values()]
+        self.provider = provider
+        self.create_kwargs = dict(create_kwargs)
+        self.required = required  # arguments the provider requires on every call (Anthropic's max_tokens)
+        self.finished = False
+        self.final: dict[str, Any] | None = None
+        self.responses: list[Any] = []
+
+    @staticmethod
+    def definition(tool: Tool) -> dict[str, Any]:
+        """The tool as this provider declares it."""
+        raise NotImplementedError
 
     def request(self) -> dict[str, Any]:
         """The keyword arguments of the next ``create(...)`` call."""
+        request = {**self.create_kwargs, "model": self.model, **self.required, "messages": list(self.messages)}
+        if self.definitions:
+            request["tools"] = self.definitions
+        return request
 
     def absorb(self, response: Any) -> list[ParsedCall]:
         """Record the response (usage, assistant message); return the tool calls to answer."""
+        raise NotImplementedError
 
     def answer(self, records: list[ToolCallRecord]) -> None:
         """Append the tool results the model will read next turn."""
+        raise NotImplementedError
 
     def render(self, value: Any) -> Any:
         """A tool's return value as this provider's tool-result content."""
+        raise NotImplementedError
+
+    def final_text(self, final: dict[str, Any]) -> str | None:
+        """The text of the model's final message."""
+        raise NotImplementedError
 
     def result(self, records: list[ToolCallRecord]) -> LoopResult:
         """The loop's outcome so far."""
+        final = self.final
+        return LoopResult(
+            messages=self.messages,
+            stop_reason="final" if self.finished else "max_turns",
+            final_message=final,
+            text=self.final_text(final) if final is not None else None,
+            tool_calls=records,
+            responses=self.responses,
+        )
 
 
 def check_options(max_turns: int, tool_errors: str, create_kwargs: Mapping[str, Any]) -> None:

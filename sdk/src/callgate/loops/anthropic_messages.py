@@ -45,7 +45,7 @@ from typing import Any
 
 from .._usage import record_usage
 from ._access import field, to_dict, token_count
-from ._driver import adrive, check_options, drive
+from ._driver import Conversation, adrive, check_options, drive
 from ._execute import ParsedCall, ToolErrors, render_text
 from ._result import LoopError, LoopResult, ToolCallRecord
 from ._tools import Tool, ToolSpec, build_tools
@@ -87,7 +87,7 @@ def run_tools(
     for tool in registry.values():
         if tool.is_async:
             raise TypeError(f"tool {tool.name!r} is a coroutine function: use anthropic_messages.arun_tools")
-    conversation = _MessagesConversation(model, max_tokens, messages, registry, provider, create_kwargs)
+    conversation = _MessagesConversation(model, messages, registry, provider, create_kwargs, max_tokens=max_tokens)
     return drive(
         conversation,
         _create(client),
@@ -112,7 +112,7 @@ async def arun_tools(
 ) -> LoopResult:
     """:func:`run_tools` with an ``anthropic.AsyncAnthropic`` client; tools may be ``async def``."""
     registry = _prepare(tools, max_turns, tool_errors, create_kwargs)
-    conversation = _MessagesConversation(model, max_tokens, messages, registry, provider, create_kwargs)
+    conversation = _MessagesConversation(model, messages, registry, provider, create_kwargs, max_tokens=max_tokens)
     return await adrive(
         conversation,
         _create(client),
@@ -148,40 +148,11 @@ def definition(tool: Tool) -> dict[str, Any]:
     return out
 
 
-class _MessagesConversation:
+class _MessagesConversation(Conversation):
     """The Messages format: ``tool_use`` blocks in, one user message of ``tool_result`` blocks out."""
 
     framework = FRAMEWORK
-
-    def __init__(
-        self,
-        model: str,
-        max_tokens: int,
-        messages: Iterable[Mapping[str, Any]],
-        tools: Mapping[str, Tool],
-        provider: str,
-        create_kwargs: Mapping[str, Any],
-    ) -> None:
-        self.model = model
-        self.max_tokens = max_tokens
-        self.messages: list[Any] = list(messages)
-        self.definitions = [definition(tool) for tool in tools.values()]
-        self.provider = provider
-        self.create_kwargs = dict(create_kwargs)
-        self.finished = False
-        self.final: dict[str, Any] | None = None
-        self.responses: list[Any] = []
-
-    def request(self) -> dict[str, Any]:
-        request = {
-            **self.create_kwargs,
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "messages": list(self.messages),
-        }
-        if self.definitions:
-            request["tools"] = self.definitions
-        return request
+    definition = staticmethod(definition)
 
     def absorb(self, response: Any) -> list[ParsedCall]:
         self.responses.append(response)
@@ -220,19 +191,8 @@ class _MessagesConversation:
             return [dict(b) for b in value]  # content blocks (text, image, ...) as the tool made them
         return render_text(value)
 
-    def result(self, records: list[ToolCallRecord]) -> LoopResult:
-        final = self.final
-        text = None
-        if final is not None:
-            text = "".join(str(b.get("text", "")) for b in final["content"] if b.get("type") == "text")
-        return LoopResult(
-            messages=self.messages,
-            stop_reason="final" if self.finished else "max_turns",
-            final_message=final,
-            text=text,
-            tool_calls=records,
-            responses=self.responses,
-        )
+    def final_text(self, final: dict[str, Any]) -> str | None:
+        return "".join(str(b.get("text", "")) for b in final["content"] if b.get("type") == "text")
 
 
 def _record_usage(response: Any, provider: str) -> None:

@@ -44,7 +44,7 @@ from typing import Any
 
 from .._usage import record_usage
 from ._access import field, to_dict, token_count
-from ._driver import adrive, check_options, drive
+from ._driver import Conversation, adrive, check_options, drive
 from ._execute import ParsedCall, ToolErrors, render_text
 from ._result import LoopError, LoopResult, ToolCallRecord
 from ._tools import Tool, ToolSpec, build_tools
@@ -148,33 +148,11 @@ def definition(tool: Tool) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-class _ChatConversation:
+class _ChatConversation(Conversation):
     """The Chat Completions message format: ``tool_calls`` in, ``role: "tool"`` messages out."""
 
     framework = FRAMEWORK
-
-    def __init__(
-        self,
-        model: str,
-        messages: Iterable[Mapping[str, Any]],
-        tools: Mapping[str, Tool],
-        provider: str,
-        create_kwargs: Mapping[str, Any],
-    ) -> None:
-        self.model = model
-        self.messages: list[Any] = list(messages)
-        self.definitions = [definition(tool) for tool in tools.values()]
-        self.provider = provider
-        self.create_kwargs = dict(create_kwargs)
-        self.finished = False
-        self.final: dict[str, Any] | None = None
-        self.responses: list[Any] = []
-
-    def request(self) -> dict[str, Any]:
-        request = {**self.create_kwargs, "model": self.model, "messages": list(self.messages)}
-        if self.definitions:
-            request["tools"] = self.definitions
-        return request
+    definition = staticmethod(definition)
 
     def absorb(self, response: Any) -> list[ParsedCall]:
         self.responses.append(response)
@@ -200,16 +178,8 @@ class _ChatConversation:
     def render(self, value: Any) -> str:
         return render_text(value)
 
-    def result(self, records: list[ToolCallRecord]) -> LoopResult:
-        final = self.final
-        return LoopResult(
-            messages=self.messages,
-            stop_reason="final" if self.finished else "max_turns",
-            final_message=final,
-            text=_text(final["content"]) if final is not None else None,
-            tool_calls=records,
-            responses=self.responses,
-        )
+    def final_text(self, final: dict[str, Any]) -> str | None:
+        return _text(final["content"])
 
 
 def _assistant_message(message: Any) -> dict[str, Any]:
